@@ -1,0 +1,110 @@
+"""Strict loading of Hugging Face checkpoint directories into the decoder.
+
+A directory holds `config.json` and either `model.safetensors` or `model.safetensors.index.json`
+with shards. The model is built on the meta device (no memory), each tensor is read from its file,
+checked against the shape the config implies, cast, and assigned in place (`assign=True`): a 7B
+model in bf16 loads within its own size, never twice.
+
+Every expected tensor must be present and every tensor in the files must be expected, except the
+known harmless ones below; each error names the tensor and the file.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from .config import read_config
+from .model import Decoder
+
+# Hugging Face name -> our name. Causal-LM checkpoints prefix the body with `model.`; AutoModel
+# (base model) checkpoints do not. Either loads.
+NAME_TEMPLATES = [
+    (re.compile(r"^model\.(.*)$"), r"\1"),
+    (re.compile(r"^(embed_tokens|layers|norm)\b(.*)$"), r"\1\2"),
+    (re.compile(r"^lm_head\.weight$"), "lm_head.weight"),
+]
+# Present in some checkpoints, never needed here: old RoPE caches we recompute.
+HARMLESS = re.compile(r"(^|\.)rotary_emb\.inv_freq$")
+
+
+def _our_name(hf_name: str) -> str | None:
+    for pattern, replacement in NAME_TEMPLATES:
+        if pattern.match(hf_name):
+            return pattern.sub(replacement, hf_name)
+    return None
+
+
+def _tensor_files(directory: Path) -> dict[str, Path]:
+    """Tensor name -> file holding it."""
+    index = directory / "model.safetensors.index.json"
+    single = directory / "model.safetensors"
+    if index.exists():
+        weight_map = json.loads(index.read_text())["weight_map"]
+        return {name: directory / fname for name, fname in weight_map.items()}
+    if single.exists():
+        with safe_open(single, framework="pt") as f:
+            return {name: single for name in f.keys()}
+    raise FileNotFoundError(f"{directory} has neither model.safetensors nor model.safetensors.index.json")
+
+
+def resolve_model(path_or_name: str | Path) -> Path:
+    """A checkpoint directory, or a short name of a built-in model (converted on first use)."""
+    from .gguf import KNOWN_MODELS, default_model_dir
+
+    if str(path_or_name) in KNOWN_MODELS:
+        return default_model_dir(str(path_or_name))
+    path = Path(path_or_name).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"model '{path_or_name}' is neither a checkpoint directory nor a known name ({', '.join(KNOWN_MODELS)})"
+        )
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"model directory {path} has no config.json")
+    return path
+
+
+def load_model(
+    path_or_name: str | Path,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    lm_head: bool = False,
+) -> Decoder:
+    directory = resolve_model(path_or_name)
+    cfg = read_config(directory)
+    with torch.device("meta"):
+        model = Decoder(cfg, lm_head=lm_head)
+    expected = {name: p.shape for name, p in model.state_dict().items()}
+
+    files = _tensor_files(directory)
+    by_file: dict[Path, list[tuple[str, str]]] = {}
+    for hf_name, path in files.items():
+        ours = _our_name(hf_name)
+        if HARMLESS.search(hf_name) or (ours == "lm_head.weight" and "lm_head.weight" not in expected):
+            continue  # an LM head we were not asked for, or a tied copy of the embedding
+        if ours is None or ours not in expected:
+            raise ValueError(f"unexpected tensor '{hf_name}' in {path.name} ({directory}): not part of a {cfg.model_type} decoder")
+        by_file.setdefault(path, []).append((hf_name, ours))
+
+    state: dict[str, torch.Tensor] = {}
+    for path, names in by_file.items():
+        if not path.exists():
+            raise FileNotFoundError(f"shard {path.name} named by the index is missing from {directory}")
+        with safe_open(path, framework="pt", device="cpu") as f:
+            for hf_name, ours in names:
+                t = f.get_tensor(hf_name)
+                if tuple(t.shape) != tuple(expected[ours]):
+                    raise ValueError(
+                        f"tensor '{hf_name}' in {path.name} has shape {tuple(t.shape)}, "
+                        f"expected {tuple(expected[ours])} from config.json"
+                    )
+                state[ours] = t.to(device=device, dtype=dtype)
+    missing = sorted(set(expected) - set(state))
+    if missing:
+        raise ValueError(f"checkpoint {directory} lacks tensor(s) {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.eval()

@@ -1,0 +1,110 @@
+"""The decoder's configuration, built from a Hugging Face `config.json` by one function.
+
+Behaviour is chosen from config fields, never from model names. Each key read from the file is
+named in `from_hf_config`; anything the decoder cannot honour (an unknown `model_type`, a
+`rope_scaling` kind, an activation other than SiLU) is refused there with a clear error rather
+than silently computed wrong.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+# Per-architecture facts that Hugging Face hard-codes in the modelling file rather than storing in
+# config.json. Qwen2 always has a bias on q/k/v and none on o (transformers' Qwen2Attention);
+# Llama's `attention_bias` switches the bias on all four projections (LlamaAttention).
+ARCHITECTURES = {
+    "llama": {"qkv_bias": None, "o_bias": None},  # None: follow `attention_bias`
+    "mistral": {"qkv_bias": False, "o_bias": False},
+    "qwen2": {"qkv_bias": True, "o_bias": False},
+}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int
+    hidden_size: int  # D
+    intermediate_size: int  # F, the SwiGLU width
+    num_hidden_layers: int  # L
+    num_attention_heads: int  # H
+    num_key_value_heads: int  # K (< H: grouped-query attention)
+    head_dim: int  # Dh; usually D / H, but Qwen2/Mistral variants may set it explicitly
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    max_position_embeddings: int = 2048
+    tie_word_embeddings: bool = False
+    qkv_bias: bool = False
+    o_bias: bool = False
+    sliding_window: int | None = None  # Mistral v0.1: 4096; None = full attention
+    bos_token_id: int | None = None
+    eos_token_id: int | None = None
+    pad_token_id: int | None = None
+    model_type: str = "llama"
+
+
+def _first(value):
+    # Some configs store a list of EOS ids (generation stops at any); the first is the canonical one.
+    return value[0] if isinstance(value, list) and value else value
+
+
+def from_hf_config(cfg: dict, source: str = "config.json") -> ModelConfig:
+    def need(key):
+        if key not in cfg:
+            raise ValueError(f"{source} lacks required key '{key}'")
+        return cfg[key]
+
+    model_type = need("model_type")
+    if model_type not in ARCHITECTURES:
+        raise ValueError(
+            f"{source}: model_type '{model_type}' is not supported (supported: {sorted(ARCHITECTURES)})"
+        )
+    act = cfg.get("hidden_act", "silu")
+    if act != "silu":
+        raise ValueError(f"{source}: hidden_act '{act}' is not supported (the SwiGLU MLP needs 'silu')")
+
+    # transformers >= 5 nests RoPE settings under `rope_parameters`; older files keep them at top level.
+    rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if rope_type != "default":
+        raise ValueError(
+            f"{source}: rope scaling '{rope_type}' is not supported; only plain RoPE (rope_theta) is implemented"
+        )
+    rope_theta = float(rope.get("rope_theta", cfg.get("rope_theta", 10000.0)))
+
+    hidden, heads = int(need("hidden_size")), int(need("num_attention_heads"))
+    head_dim = int(cfg.get("head_dim") or hidden // heads)
+    arch = ARCHITECTURES[model_type]
+    attention_bias = bool(cfg.get("attention_bias", False))
+    # Qwen2 stores a `sliding_window` value even when `use_sliding_window` is false: honour the switch.
+    window = cfg.get("sliding_window")
+    if cfg.get("use_sliding_window") is False:
+        window = None
+
+    return ModelConfig(
+        vocab_size=int(need("vocab_size")),
+        hidden_size=hidden,
+        intermediate_size=int(need("intermediate_size")),
+        num_hidden_layers=int(need("num_hidden_layers")),
+        num_attention_heads=heads,
+        num_key_value_heads=int(cfg.get("num_key_value_heads") or heads),
+        head_dim=head_dim,
+        rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
+        rope_theta=rope_theta,
+        max_position_embeddings=int(cfg.get("max_position_embeddings", 2048)),
+        tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+        qkv_bias=attention_bias if arch["qkv_bias"] is None else arch["qkv_bias"],
+        o_bias=attention_bias if arch["o_bias"] is None else arch["o_bias"],
+        sliding_window=int(window) if window else None,
+        bos_token_id=_first(cfg.get("bos_token_id")),
+        eos_token_id=_first(cfg.get("eos_token_id")),
+        pad_token_id=_first(cfg.get("pad_token_id")),
+        model_type=model_type,
+    )
+
+
+def read_config(directory: str | Path) -> ModelConfig:
+    path = Path(directory) / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"no config.json in {directory}: not a Hugging Face checkpoint directory")
+    return from_hf_config(json.loads(path.read_text()), source=str(path))

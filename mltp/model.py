@@ -1,0 +1,202 @@
+"""A Llama / Mistral / Qwen2 decoder that returns every hidden state.
+
+Shape legend:
+    B batch, T tokens, D hidden size, H query heads, K key/value heads, Dh head width,
+    F feed-forward width, L transformer blocks, V vocabulary.
+
+The model is the textbook pre-norm decoder (RMSNorm -> attention -> residual, RMSNorm -> SwiGLU ->
+residual) with rotary position embeddings in Hugging Face's split-half convention. Deviations from
+`transformers`' forward, all deliberate:
+- `causal=False` drops the causal mask (padding stays masked): the paper's "bidirectional" models
+  M4/M5 use the same weights with no extra pre-training (paper.md).
+- Position ids come from the attention mask (count of real tokens so far), so a left-padded text gets
+  the same positions as an unpadded one. transformers' forward numbers pad positions too unless
+  `position_ids` is passed; its `generate()` does what we do.
+- Pad queries may attend to themselves, so no softmax row is empty (an all-masked row gives NaN);
+  their outputs are meaningless and every pooler ignores them.
+- No KV cache and no LM head by default: this decoder embeds, it does not generate.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelConfig
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Computed in fp32 and cast back before the scale, exactly as transformers' LlamaRMSNorm.
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(x.dtype)
+
+
+def rope_tables(positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype):
+    """cos/sin tables (B, T, Dh) for the split-half rotation, computed in fp32."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim))
+    freqs = positions.float()[..., None] * inv_freq  # (B, T, Dh/2)
+    angles = torch.cat([freqs, freqs], dim=-1)  # (B, T, Dh): split-half, not interleaved
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    # x (B, H, T, Dh); rotate_half pairs dimension i with i + Dh/2 (HF convention).
+    x1, x2 = x.chunk(2, dim=-1)
+    rotated = torch.cat([-x2, x1], dim=-1)
+    return x * cos[:, None] + rotated * sin[:, None]
+
+
+def attention_mask_4d(
+    key_mask: torch.Tensor | None, T: int, causal: bool, window: int | None, device
+) -> torch.Tensor | None:
+    """Boolean mask (B or 1, 1, T, T), True = may attend; None when plain causal SDPA suffices."""
+    if key_mask is None and window is None:
+        return None  # no padding: SDPA's own is_causal (or no mask at all) is exact and fastest
+    i = torch.arange(T, device=device)[:, None]
+    j = torch.arange(T, device=device)[None, :]
+    allowed = torch.ones(T, T, dtype=torch.bool, device=device)
+    if causal:
+        allowed = j <= i
+        if window is not None:
+            allowed = allowed & (j > i - window)  # Mistral: a token sees the last `window` tokens
+    allowed = allowed[None, None]  # (1, 1, T, T)
+    if key_mask is not None:
+        allowed = allowed & key_mask.bool()[:, None, None, :]  # (B, 1, T, T)
+        allowed = allowed | torch.eye(T, dtype=torch.bool, device=device)  # pad rows see themselves
+    return allowed
+
+
+def reference_attention(q, k, v, mask):
+    """The math SDPA performs, spelled out (used by tests; q (B,H,T,Dh), k/v (B,K,T,Dh))."""
+    groups = q.shape[1] // k.shape[1]
+    k = k.repeat_interleave(groups, dim=1)  # (B, H, T, Dh): each KV head serves H/K query heads
+    v = v.repeat_interleave(groups, dim=1)
+    scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])  # (B, H, T, T)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return scores.float().softmax(-1).to(q.dtype) @ v  # (B, H, T, Dh)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_heads, self.n_kv, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        D = cfg.hidden_size
+        self.q_proj = nn.Linear(D, self.n_heads * self.head_dim, bias=cfg.qkv_bias)
+        self.k_proj = nn.Linear(D, self.n_kv * self.head_dim, bias=cfg.qkv_bias)
+        self.v_proj = nn.Linear(D, self.n_kv * self.head_dim, bias=cfg.qkv_bias)
+        self.o_proj = nn.Linear(self.n_heads * self.head_dim, D, bias=cfg.o_bias)
+
+    def forward(self, x, cos, sin, mask, causal: bool):
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, Dh)
+        k = self.k_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)  # (B, K, T, Dh)
+        v = self.v_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)  # (B, K, T, Dh)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        # enable_gqa lets SDPA share each KV head across H/K query heads without copying it.
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=causal and mask is None, enable_gqa=self.n_kv != self.n_heads
+        )  # (B, H, T, Dh)
+        return self.o_proj(out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))  # SwiGLU
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.self_attn = Attention(cfg)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x, cos, sin, mask, causal: bool):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, causal)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Decoder(nn.Module):
+    """Module names mirror transformers' LlamaModel, so checkpoints and PEFT adapters map 1:1."""
+
+    def __init__(self, cfg: ModelConfig, *, lm_head: bool = False):
+        super().__init__()
+        self.config = cfg
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.num_hidden_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        # Untied checkpoints carry a separate LM head; only next-token checks need it.
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False) if lm_head and not cfg.tie_word_embeddings else None
+        self.gradient_checkpointing = False
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        *,
+        causal: bool = True,
+        upto: int | None = None,
+    ) -> tuple[torch.Tensor, ...]:
+        """Hidden states (B, T, D): index 0 = embeddings, i = block i, L = block L after the final norm.
+
+        `upto=n` runs only blocks 1..n and returns n+1 states (a pooler reading only the middle
+        layers need not pay for the top ones); the final norm applies only when n == L.
+        """
+        cfg = self.config
+        B, T = input_ids.shape
+        n_blocks = cfg.num_hidden_layers if upto is None else upto
+        if not 0 <= n_blocks <= cfg.num_hidden_layers:
+            raise ValueError(f"upto={upto} outside 0..{cfg.num_hidden_layers}")
+        if attention_mask is not None and attention_mask.shape != input_ids.shape:
+            raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} != input_ids shape {tuple(input_ids.shape)}")
+        window = cfg.sliding_window if cfg.sliding_window is not None and T > cfg.sliding_window else None
+        if window is not None and not causal:
+            raise ValueError(
+                f"sequence of {T} tokens exceeds the sliding window ({cfg.sliding_window}); "
+                "a bidirectional sliding window is undefined here: truncate to the window"
+            )
+        if attention_mask is not None and bool(attention_mask.all()):
+            attention_mask = None  # no padding: take the fast unmasked SDPA path
+        if attention_mask is None:
+            positions = torch.arange(T, device=input_ids.device).expand(B, T)  # (B, T)
+        else:
+            positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, T), pads reuse 0
+        mask = attention_mask_4d(attention_mask, T, causal, window, input_ids.device)
+
+        x = self.embed_tokens(input_ids)  # (B, T, D)
+        cos, sin = rope_tables(positions, cfg.head_dim, cfg.rope_theta, x.dtype)
+        states = [x]
+        for block in self.layers[:n_blocks]:
+            if self.gradient_checkpointing and self.training:
+                x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, mask, causal, use_reentrant=False)
+            else:
+                x = block(x, cos, sin, mask, causal)
+            states.append(x)
+        if n_blocks == cfg.num_hidden_layers:
+            states[-1] = self.norm(x)
+        return tuple(states)
+
+    def logits(self, h_last: torch.Tensor) -> torch.Tensor:
+        """Next-token logits (B, T, V) from the final hidden state."""
+        if self.config.tie_word_embeddings:
+            return h_last @ self.embed_tokens.weight.T
+        if self.lm_head is None:
+            raise ValueError("this model was loaded without its LM head: load_model(..., lm_head=True)")
+        return self.lm_head(h_last)

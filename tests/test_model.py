@@ -1,0 +1,111 @@
+"""The decoder against Hugging Face transformers (fixtures from scripts/fixtures/make_hf_fixtures.py)."""
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import mltp
+from mltp.model import attention_mask_4d, reference_attention
+
+ARCHS = ["llama", "mistral", "qwen2"]
+
+
+def expected(fixtures_dir, arch):
+    return load_file(fixtures_dir / "hf" / arch / "expected.safetensors")
+
+
+def assert_states_close(ours, ref, mask, atol=2e-5):
+    # Compare at real tokens only: pad positions carry no meaning (every pooler masks them).
+    assert len(ours) == ref.shape[0]
+    real = mask.bool()
+    for i, h in enumerate(ours):
+        diff = (h[real] - ref[i][real]).abs().max().item()
+        assert diff < atol, f"hidden state {i}: max abs diff {diff}"
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_causal_hidden_states_match_transformers(fixtures_dir, arch, side):
+    ref = expected(fixtures_dir, arch)
+    model = mltp.load_model(fixtures_dir / "hf" / arch)
+    ids, mask = ref[f"{side}.input_ids"], ref[f"{side}.attention_mask"]
+    with torch.no_grad():
+        states = model(ids, mask, causal=True)
+    assert_states_close(states, ref[f"{side}.causal"], mask)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_bidirectional_hidden_states_match_transformers_with_full_mask(fixtures_dir, arch, side):
+    ref = expected(fixtures_dir, arch)
+    model = mltp.load_model(fixtures_dir / "hf" / arch)
+    ids, mask = ref[f"{side}.input_ids"], ref[f"{side}.attention_mask"]
+    with torch.no_grad():
+        states = model(ids, mask, causal=False)
+    assert_states_close(states, ref[f"{side}.bidirectional"], mask)
+
+
+def test_padding_side_does_not_change_real_tokens(fixtures_dir):
+    model = mltp.load_model(fixtures_dir / "hf" / "qwen2")
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        alone = model(ids)[-1][0]
+        left = model(torch.tensor([[0, 0, 5, 6, 7, 8]]), torch.tensor([[0, 0, 1, 1, 1, 1]]))[-1][0, 2:]
+        right = model(torch.tensor([[5, 6, 7, 8, 0]]), torch.tensor([[1, 1, 1, 1, 0]]))[-1][0, :4]
+    torch.testing.assert_close(left, alone, atol=1e-5, rtol=0)
+    torch.testing.assert_close(right, alone, atol=1e-5, rtol=0)
+
+
+def test_untied_lm_head_logits_match_transformers(fixtures_dir):
+    ref = expected(fixtures_dir, "llama")
+    model = mltp.load_model(fixtures_dir / "hf" / "llama", lm_head=True)
+    ids, mask = ref["left.input_ids"], ref["left.attention_mask"]
+    with torch.no_grad():
+        logits = model.logits(model(ids, mask)[-1])
+    real = mask.bool()
+    torch.testing.assert_close(logits[real], ref["left.logits"][real], atol=5e-5, rtol=0)
+
+
+def test_lm_head_is_skipped_unless_asked(fixtures_dir):
+    model = mltp.load_model(fixtures_dir / "hf" / "llama")
+    assert model.lm_head is None
+    with pytest.raises(ValueError, match="without its LM head"):
+        model.logits(torch.zeros(1, 1, 32))
+
+
+def test_upto_returns_the_first_blocks_unchanged(fixtures_dir):
+    model = mltp.load_model(fixtures_dir / "hf" / "llama")
+    ids = torch.randint(0, 97, (2, 6))
+    with torch.no_grad():
+        full = model(ids)
+        part = model(ids, upto=2)
+    assert len(part) == 3
+    for a, b in zip(part, full[:3]):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_sdpa_path_equals_written_out_attention(causal):
+    torch.manual_seed(0)
+    B, H, K, T, Dh = 2, 4, 2, 6, 8
+    q, k, v = torch.randn(B, H, T, Dh), torch.randn(B, K, T, Dh), torch.randn(B, K, T, Dh)
+    key_mask = torch.tensor([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 0]])
+    mask = attention_mask_4d(key_mask, T, causal, None, "cpu")
+    sdpa = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+    torch.testing.assert_close(sdpa, reference_attention(q, k, v, mask), atol=1e-5, rtol=0)
+
+
+def test_bidirectional_sliding_window_is_refused(fixtures_dir):
+    model = mltp.load_model(fixtures_dir / "hf" / "mistral")  # sliding_window = 5
+    with pytest.raises(ValueError, match="sliding window"):
+        model(torch.randint(0, 97, (1, 9)), causal=False)
+
+
+def test_compiled_matches_eager(fixtures_dir):
+    model = mltp.load_model(fixtures_dir / "hf" / "qwen2")
+    ref = expected(fixtures_dir, "qwen2")
+    ids, mask = ref["left.input_ids"], ref["left.attention_mask"]
+    compiled = torch.compile(model)
+    with torch.no_grad():
+        eager, comp = model(ids, mask), compiled(ids, mask)
+    for a, b in zip(eager, comp):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
