@@ -19,23 +19,18 @@ class Tokenizer:
         # The pad id never reaches attention (masked), so EOS serves when the model has none.
         self.pad_token_id = eos_token_id if pad_token_id is None else pad_token_id
 
-    def encode_batch(
-        self,
-        texts: list[str],
-        max_length: int = 512,
-        padding_side: str = "left",
-        add_eos: bool = True,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(input_ids, attention_mask), both (B, T) int64, T = longest text in the batch."""
+    def encode_ids(self, texts: list[str], max_length: int = 512, add_eos: bool = True) -> list[list[int]]:
+        """Token ids per text, truncated so that the appended EOS always fits in max_length."""
+        if not texts:
+            raise ValueError("no texts to tokenise (empty list)")
+        budget = max_length - 1 if add_eos else max_length
+        rows = [enc.ids[:budget] for enc in self.tokenizer.encode_batch(list(texts))]
+        return [ids + [self.eos_token_id] for ids in rows] if add_eos else rows
+
+    def pad(self, rows: list[list[int]], padding_side: str = "left") -> tuple[torch.Tensor, torch.Tensor]:
+        """(input_ids, attention_mask), both (B, T) int64, T = the longest row."""
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got '{padding_side}'")
-        if not texts:
-            raise ValueError("encode_batch got an empty list of texts")
-        budget = max_length - 1 if add_eos else max_length
-        rows = []
-        for enc in self.tokenizer.encode_batch(list(texts)):
-            ids = enc.ids[:budget]
-            rows.append(ids + [self.eos_token_id] if add_eos else ids)
         T = max(len(r) for r in rows)
         input_ids = torch.full((len(rows), T), self.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(rows), T), dtype=torch.long)
@@ -44,6 +39,11 @@ class Tokenizer:
             input_ids[b, span] = torch.tensor(ids, dtype=torch.long)
             mask[b, span] = 1
         return input_ids, mask
+
+    def encode_batch(
+        self, texts: list[str], max_length: int = 512, padding_side: str = "left", add_eos: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.pad(self.encode_ids(texts, max_length, add_eos), padding_side)
 
     def count_tokens(self, texts: list[str]) -> list[int]:
         return [len(e.ids) for e in self.tokenizer.encode_batch(list(texts))]
