@@ -1,0 +1,123 @@
+"""The embedding model: decoder (+ LoRA) -> every hidden state -> pooler -> one unit vector per text.
+
+`Embedder.encode(texts, instruction=None)` is the evaluator contract: it sorts texts by token length
+(so a batch pads little), batches, and restores the caller's order. Instructions are formatted the
+E5-Mistral way, which the paper's official code follows: "Instruct: {instruction}\\nQuery: {text}".
+
+A saved embedder is a directory: `embedder.json` (base model, attention, max length, template),
+the pooler (`pooler_config.json`, `pooler.safetensors`) and, when fine-tuned, the LoRA adapter in
+PEFT's layout (`adapter_model.safetensors`, `adapter_config.json`).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .atomic import atomic_write_json
+from .checkpoint import load_model
+from .lora import ADAPTER_CONFIG, LoRAConfig, load_adapter, lora_layers, save_adapter
+from .model import Decoder
+from .pooling import Pooler, load_pooler, save_pooler
+from .tokenizer import Tokenizer, load_tokenizer
+
+EMBEDDER_FILE = "embedder.json"
+E5_TEMPLATE = "Instruct: {instruction}\nQuery: {text}"
+
+
+@dataclass
+class EmbedderConfig:
+    model: str  # checkpoint directory or built-in name
+    causal: bool = True  # False: the paper's bidirectional variant (M4, M5)
+    max_length: int = 512  # the official code's training length
+    template: str = E5_TEMPLATE
+    padding_side: str = "left"  # poolers accept either; left keeps the EOS column aligned
+
+
+class Embedder(nn.Module):
+    def __init__(self, model: Decoder, tokenizer: Tokenizer, pooler: Pooler, config: EmbedderConfig):
+        super().__init__()
+        self.model, self.tokenizer, self.pooler, self.config = model, tokenizer, pooler, config
+        L = model.config.num_hidden_layers
+        # Run only as many blocks as the pooler reads: middle4 of 30 blocks stops at block 17.
+        top = max(pooler.needs_layers)
+        self.upto = None if top >= L else top
+
+    def format(self, texts: list[str], instruction: str | None) -> list[str]:
+        if not instruction:
+            return list(texts)
+        return [self.config.template.format(instruction=instruction, text=t) for t in texts]
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        states = self.model(input_ids, attention_mask, causal=self.config.causal, upto=self.upto)
+        return self.pooler(states, attention_mask)  # (B, D), unit norm
+
+    def tokenize(self, texts: list[str], instruction: str | None = None) -> list[list[int]]:
+        return self.tokenizer.encode_ids(self.format(texts, instruction), self.config.max_length)
+
+    def batch(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        device = next(self.model.parameters()).device
+        ids, mask = self.tokenizer.pad(rows, self.config.padding_side)
+        return ids.to(device), mask.to(device)
+
+    @torch.no_grad()
+    def encode(
+        self,
+        texts: list[str],
+        instruction: str | None = None,
+        batch_size: int = 32,
+        max_tokens: int = 16384,
+    ) -> torch.Tensor:
+        """(N, D) float32 on the CPU, in the order of `texts`."""
+        if len(texts) == 0:
+            raise ValueError("encode() got no texts")
+        was_training = self.training
+        self.eval()
+        rows = self.tokenize(list(texts), instruction)
+        order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))  # longest first: OOM shows early
+        out = torch.empty(len(rows), self.model.config.hidden_size, dtype=torch.float32)
+        device = next(self.model.parameters()).device
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and self.model.embed_tokens.weight.dtype == torch.float32)
+        start = 0
+        while start < len(order):
+            # A batch holds at most batch_size texts and max_tokens padded tokens.
+            longest = len(rows[order[start]])
+            n = max(1, min(batch_size, max_tokens // longest))
+            idx = order[start:start + n]
+            ids, mask = self.batch([rows[i] for i in idx])
+            with autocast:
+                emb = self(ids, mask)
+            out[torch.tensor(idx)] = emb.float().cpu()
+            start += n
+        self.train(was_training)
+        return out
+
+    def save(self, directory: str | Path, lora_config: LoRAConfig | None = None) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        if lora_layers(self.model):
+            if lora_config is None:
+                raise ValueError("the model carries LoRA layers: pass their LoRAConfig to save()")
+            save_adapter(self.model, directory, lora_config, base_model=self.config.model)
+        save_pooler(self.pooler, directory)
+        atomic_write_json(directory / EMBEDDER_FILE, asdict(self.config))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path, *, dtype=torch.float32, device="cpu", model: str | None = None) -> "Embedder":
+        """Rebuild a saved embedder; `model` overrides the base checkpoint path stored in it."""
+        directory = Path(directory)
+        path = directory / EMBEDDER_FILE
+        if not path.exists():
+            raise FileNotFoundError(f"{directory} holds no {EMBEDDER_FILE}: not a saved embedder")
+        config = EmbedderConfig(**json.loads(path.read_text()))
+        if model is not None:
+            config.model = model
+        decoder = load_model(config.model, dtype=dtype, device=device)
+        if (directory / ADAPTER_CONFIG).exists():
+            load_adapter(decoder, directory)
+        pooler = load_pooler(directory).to(device)
+        return cls(decoder, load_tokenizer(config.model), pooler, config).eval()

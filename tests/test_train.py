@@ -1,0 +1,123 @@
+"""The training loop on the tiny random model: what changes, that it learns, resume, NaN stop."""
+import json
+
+import pytest
+import torch
+
+import mltp
+from mltp.data import Pair
+from mltp.embedder import Embedder, EmbedderConfig
+from mltp.lora import LoRAConfig, apply_lora
+from mltp.pooling import PoolerConfig, build_pooler
+from mltp.train import NonFiniteLossError, TrainConfig, latest_checkpoint, plan_batches, train
+
+
+def make_rows(n=48):
+    # Pairs a model can learn to match: a query and a positive that share a distinctive word.
+    words = ["apple", "river", "stone", "cloud", "piano", "tiger", "candle", "rocket", "garden", "silver", "forest", "window"]
+    rows = []
+    for i in range(n):
+        w = words[i % len(words)]
+        rows.append(Pair(query=f"{w} {i}", positive=f"all about the {w}", negative=f"nothing like {words[(i + 5) % len(words)]}", source="mrpc"))
+    return rows
+
+
+def make_embedder(fixtures_dir, kind="mltp", lora=True, layer_weights=True):
+    model = mltp.load_model(fixtures_dir / "tiny")
+    cfg = model.config
+    pooler = build_pooler(PoolerConfig(kind=kind, hidden_size=cfg.hidden_size, num_layers=cfg.num_hidden_layers,
+                                       layers="all", layer_token="eos", num_latents=8,
+                                       layer_weights=layer_weights))
+    lora_config = LoRAConfig(r=4, alpha=8, dropout=0.1) if lora else None
+    if lora:
+        apply_lora(model, lora_config)
+    emb = Embedder(model, mltp.load_tokenizer(fixtures_dir / "tiny"), pooler, EmbedderConfig(model=str(fixtures_dir / "tiny")))
+    return emb, lora_config
+
+
+# max_length counts characters here (character-level tokenizer): the instruction alone is ~50.
+CFG = dict(steps=8, batch_size=8, lr=3e-3, warmup=2, max_length=96, save_every=4, log_every=4, seed=3)
+
+
+def test_only_lora_and_pooler_change(fixtures_dir, tmp_path):
+    torch.manual_seed(0)
+    emb, lora = make_embedder(fixtures_dir)
+    before = {k: v.clone() for k, v in emb.state_dict().items()}
+    train(emb, make_rows(), TrainConfig(**{**CFG, "steps": 2}), lora, tmp_path, log=lambda m: None)
+    after = emb.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed, "nothing was trained"
+    assert all(".lora_" in k or k.startswith("pooler.") for k in changed), sorted(changed)[:5]
+    assert any(".lora_B" in k for k in changed) and any(k.startswith("pooler.") for k in changed)
+
+
+def test_training_lowers_the_loss(fixtures_dir, tmp_path):
+    # Without W: the tiny random model's hidden states have norm ~0.2, so W ~ N(0,1) (norm ~8)
+    # would swamp them and the pooler would see only W (SmolLM2's per-layer norms are 45-670).
+    torch.manual_seed(0)
+    emb, lora = make_embedder(fixtures_dir, layer_weights=False)
+    train(emb, make_rows(), TrainConfig(**{**CFG, "steps": 24, "lr": 1e-2, "save_every": 100}), lora, tmp_path, log=lambda m: None)
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "train_history.jsonl").read_text().splitlines()]
+    first, last = sum(losses[:4]) / 4, sum(losses[-4:]) / 4
+    assert last < first - 0.3, (first, last)
+
+
+def test_resume_equals_uninterrupted(fixtures_dir, tmp_path):
+    rows, cfg = make_rows(), TrainConfig(**CFG)
+    torch.manual_seed(0)
+    whole, lora = make_embedder(fixtures_dir)
+    train(whole, rows, cfg, lora, tmp_path / "whole", log=lambda m: None)
+
+    torch.manual_seed(0)
+    first, lora = make_embedder(fixtures_dir)
+    train(first, rows, cfg, lora, tmp_path / "split", log=lambda m: None, stop_after=4)  # "killed" after step 4
+    assert latest_checkpoint(tmp_path / "split").name == "step-000004"
+    torch.manual_seed(0)
+    second, lora = make_embedder(fixtures_dir)  # a fresh process: same init, then the checkpoint
+    logs = []
+    summary = train(second, rows, cfg, lora, tmp_path / "split", log=logs.append)
+    assert summary["first_step"] == 5 and any("resumed" in m for m in logs)
+    for (k, a), (_, b) in zip(whole.state_dict().items(), second.state_dict().items()):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5, msg=k)
+
+
+def test_non_finite_loss_stops_and_keeps_last_checkpoint(fixtures_dir, tmp_path):
+    torch.manual_seed(0)
+    emb, lora = make_embedder(fixtures_dir)
+    rows, cfg = make_rows(), TrainConfig(**CFG)
+    train(emb, rows, cfg, lora, tmp_path, log=lambda m: None, stop_after=4)
+    with torch.no_grad():  # a frozen base weight: resuming restores adapter and pooler, not this
+        emb.model.layers[2].mlp.down_proj.weight.fill_(float("nan"))
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 5.*step-000004"):
+        train(emb, rows, cfg, lora, tmp_path, log=lambda m: None)
+    assert latest_checkpoint(tmp_path).name == "step-000004"
+
+
+def test_batch_plan_is_seeded_and_covers_rows():
+    rows = make_rows(40)
+    cfg = TrainConfig(steps=10, batch_size=8, seed=1)
+    plan = plan_batches(rows, cfg)
+    assert plan == plan_batches(rows, cfg) and plan != plan_batches(rows, TrainConfig(steps=10, batch_size=8, seed=2))
+    assert all(len(b) == 8 and len(set(b)) == 8 for b in plan)
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        plan_batches(rows[:3], cfg)
+
+
+def test_encode_restores_order_and_matches_single_texts(fixtures_dir, tmp_path):
+    emb, lora = make_embedder(fixtures_dir, lora=False)
+    texts = ["a short one", "a considerably longer text than the others here", "mid length text"]
+    batched = emb.encode(texts, instruction="Retrieve text", batch_size=2)
+    single = torch.cat([emb.encode([t], instruction="Retrieve text") for t in texts])
+    torch.testing.assert_close(batched, single, atol=1e-5, rtol=0)
+    assert torch.allclose(batched.norm(dim=-1), torch.ones(3))
+
+
+def test_saved_embedder_reloads_identically(fixtures_dir, tmp_path):
+    torch.manual_seed(0)
+    emb, lora = make_embedder(fixtures_dir)
+    train(emb, make_rows(), TrainConfig(**{**CFG, "steps": 2}), lora, tmp_path, log=lambda m: None)
+    emb.save(tmp_path / "final", lora)
+    again = Embedder.load(tmp_path / "final")
+    texts = ["apple 1", "all about the river"]
+    torch.testing.assert_close(emb.encode(texts), again.encode(texts), atol=1e-6, rtol=0)
+    assert (tmp_path / "final" / "adapter_model.safetensors").exists()
