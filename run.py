@@ -13,6 +13,7 @@ a short run. Every choice is printed, and recorded in the run directory.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -102,6 +103,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
         p.add_argument("--every", type=int, default=1, help="probe every k-th block")
     args = p.parse_args(rest)
     args.command = command
+    args.argv = list(argv)  # recorded in logs and reports: the exact command that reproduces a run
     return args
 
 
@@ -231,23 +233,27 @@ def build_embedder(args, log) -> tuple[Embedder, LoRAConfig | None]:
     return embedder, lora_config
 
 
+@functools.lru_cache(maxsize=4)
+def training_rows(data_dir: str, seed: int, include_classification: bool):
+    """The decontaminated mixture; cached so a sweep builds it once per seed."""
+    exclude = evaluators.evaluation_texts(data_dir, tasks="full")
+    return build_mixture_with_dropped(data_dir, seed=seed, exclude_texts=exclude, include_classification=include_classification)
+
+
 def run_one(args: argparse.Namespace, run_dir: Path) -> dict:
     """Train (unless --eval-only) and evaluate one configuration; write run_dir/results.json."""
     log = Tee(run_dir / "log.txt")
     t0 = time.perf_counter()
-    log(f"run {run_dir} ({datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC), command: run.py {' '.join(sys.argv[1:])}")
+    log(f"run {run_dir} ({datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC), command: python run.py {' '.join(args.argv)}")
     torch.manual_seed(args.seed)
     embedder, lora_config = build_embedder(args, log)
-    run_config = {k: v for k, v in vars(args).items() if k not in ("command",)}
+    run_config = {k: v for k, v in vars(args).items() if k not in ("command", "argv")}
     atomic_write_json(run_dir / "config.json", run_config)
 
     train_summary, mixture = None, None
     if not args.eval_only:
         log("decontaminating the training data against every evaluation text ...")
-        exclude = evaluators.evaluation_texts(args.data_dir, tasks="full")
-        rows, dropped = build_mixture_with_dropped(
-            args.data_dir, seed=args.seed, exclude_texts=exclude, include_classification=args.include_classification_train
-        )
+        rows, dropped = training_rows(args.data_dir, args.seed, args.include_classification_train)
         log("training mixture:\n" + mixture_report(rows, dropped))
         mixture = {"rows": len(rows), "dropped": dropped, "include_classification_train": args.include_classification_train}
         cfg = TrainConfig(
@@ -261,10 +267,10 @@ def run_one(args: argparse.Namespace, run_dir: Path) -> dict:
 
     tasks = args.tasks.split(",") if args.tasks else args.suite
     t_eval = time.perf_counter()
-    results = evaluators.evaluate(embedder, tasks=tasks, data_dir=args.data_dir, log=log)
+    results = evaluators.evaluate(embedder, tasks=tasks, data_dir=args.data_dir, log=log, suite=args.suite)
     eval_seconds = time.perf_counter() - t_eval
     record = {
-        "name": config_name(args), "config": run_config, "suite": args.suite if not args.tasks else "custom",
+        "name": config_name(args), "config": run_config, "suite": args.suite + (f" ({args.tasks})" if args.tasks else ""),
         "family_averages": evaluators.family_averages(results), "tasks": results,
         "train": train_summary, "mixture": mixture, "environment": environment(args.device),
         "seconds": {"total": time.perf_counter() - t0, "eval": eval_seconds},
@@ -354,7 +360,7 @@ def run_ablation(args: argparse.Namespace) -> None:
     paths = write_report(
         runs, out, comparisons=[c for c in study_comparisons(reference) if c[1] in runs and c[2] in runs],
         title=f"MLTP ablation study ({args.attn} ablations)",
-        commands=[f"python run.py ablation {' '.join(sys.argv[2:])}".strip()],
+        commands=[f"python run.py {' '.join(args.argv)}"],
         sweep_seconds=time.perf_counter() - t0,
     )
     print(f"report: {paths['markdown']}")
@@ -415,7 +421,7 @@ def run_probe(args: argparse.Namespace) -> None:
     table = {}
     for mode, name in ((0, "eos"), (1, "mean")):
         for layer in layers:
-            results = evaluators.evaluate(cache.view(mode, layer), tasks=tasks, data_dir=args.data_dir, log=lambda m: None)
+            results = evaluators.evaluate(cache.view(mode, layer), tasks=tasks, data_dir=args.data_dir, log=lambda m: None, suite=args.suite)
             table.setdefault(name, {})[layer] = {"family_averages": evaluators.family_averages(results),
                                                  "tasks": {k: v["main_score"] for k, v in results.items()}}
             log(f"{name:<4} block {layer:>3}: " + "  ".join(f"{f} {s:.4f}" for f, s in table[name][layer]["family_averages"].items()))

@@ -1,0 +1,97 @@
+"""run.py: every flag parses, bad input fails fast, and the whole pipeline writes what it promises."""
+import json
+
+import pytest
+
+import run
+
+TINY_RUN = ["--steps", "3", "--batch-size", "4", "--max-length", "96", "--suite", "quick", "--device", "cpu",
+            "--tasks", "BIOSSES,ArguAna,Banking77,TwentyNewsgroups", "--latents", "4"]
+
+
+@pytest.fixture
+def tiny(fixtures_dir):
+    return str(fixtures_dir / "tiny")
+
+
+def test_every_documented_flag_parses():
+    args = run.parse([
+        "--model", "m", "--pool", "trainable", "--attn", "bidirectional", "--layers", "last4", "--no-layer-weights",
+        "--layer-token", "mean", "--tokens", "all", "--latents", "64", "--heads", "4", "--head-dim", "32",
+        "--steps", "5", "--batch-size", "8", "--grad-accum", "2", "--lr", "1e-4", "--max-length", "128",
+        "--lora-r", "8", "--lora-alpha", "16", "--seed", "3", "--include-classification-train",
+        "--gradient-checkpointing", "--eval-only", "--suite", "full", "--tasks", "STS12", "--device", "cpu",
+        "--dtype", "bfloat16", "--compile", "--data-dir", "/d", "--out", "/o",
+    ])
+    assert (args.command, args.pool, args.attn, args.layers, args.no_layer_weights) == ("train", "trainable", "bidirectional", "last4", True)
+    assert (args.steps, args.batch_size, args.grad_accum, args.lr, args.lora_r, args.seed) == (5, 8, 2, 1e-4, 8, 3)
+    assert args.eval_only and args.compile and args.gradient_checkpointing and args.include_classification_train
+    assert run.parse(["ablation", "--seeds", "2", "--only", "M1-eos"]).command == "ablation"
+    assert run.parse(["probe", "--every", "5"]).every == 5
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--pool", "max"], "invalid choice: 'max'"),
+        (["--layers", "last40"], "last40"),
+        (["--layers", "middle2,3"], "middle2,3"),
+        (["--pool", "eos", "--no-layer-weights"], "--no-layer-weights applies to --pool mltp only"),
+        (["--tasks", "NoSuchTask"], "unknown task"),
+        (["--steps", "0"], "--steps must be >= 1"),
+    ],
+)
+def test_bad_input_fails_fast_with_a_clear_message(tiny, argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run.main(["--model", tiny, *argv])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_data_and_model_directories_are_named(tiny, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        run.main(["--model", tiny, "--data-dir", str(tmp_path / "nowhere")])
+    assert "nowhere" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        run.main(["--model", str(tmp_path)])
+    assert "no config.json" in capsys.readouterr().err
+
+
+def test_main_job_writes_a_complete_run_directory(tiny, tmp_path):
+    out = tmp_path / "run"
+    run.main(["--model", tiny, "--pool", "mltp", "--layers", "middle4", "--no-layer-weights", *TINY_RUN, "--out", str(out)])
+    for name in ("config.json", "log.txt", "results.json", "final/adapter_model.safetensors", "final/adapter_config.json",
+                 "final/pooler.safetensors", "final/pooler_config.json", "final/embedder.json", "train_history.jsonl"):
+        assert (out / name).exists(), name
+    record = json.loads((out / "results.json").read_text())
+    assert record["name"] == "mltp-causal-middle4-noW"
+    assert set(record["family_averages"]) == {"sts", "retrieval", "classification", "clustering"}
+    assert record["train"]["steps_run"] == 3 and record["mixture"]["rows"] > 1000
+    assert record["environment"]["git_revision"] and record["config"]["layer_ids"] == [2, 3, 4, 5]
+    for task in record["tasks"].values():
+        assert 0.0 <= abs(task["main_score"]) <= 1.0 and task["per_item"] and task["n_items"] > 0
+    log = (out / "log.txt").read_text()
+    assert "layers middle4 -> 4 of 6 blocks: 2-5" in log and "training mixture" in log and "layer weights: OFF" in log
+
+
+def test_sweep_resumes_and_skips_finished_configurations(tiny, tmp_path, capsys):
+    argv = ["ablation", "--model", tiny, "--only", "M3-mltp,A1-mltp-noW", "--seeds", "1", *TINY_RUN, "--out", str(tmp_path)]
+    run.main(argv)
+    first = (tmp_path / "M3-mltp" / "seed-0" / "results.json").stat().st_mtime_ns
+    report = (tmp_path / "report.md").read_text()
+    assert "| ablation 1: layer weights on vs off (M3-mltp vs A1-mltp-noW) | sts |" in report
+    assert "ablation 1: layer weights on vs off, clustering: M3-mltp" in report  # the plain-language reading
+    assert f"Reproduce: `python run.py {' '.join(argv)}`" in report and (tmp_path / "chart.svg").exists()
+    assert json.loads((tmp_path / "report.json").read_text())["comparisons"][0]["wilcoxon"]["n"] >= 0
+    capsys.readouterr()
+    run.main(argv)
+    printed = capsys.readouterr().out
+    assert "[skip] M3-mltp seed 0" in printed and "[skip] A1-mltp-noW seed 0" in printed
+    assert (tmp_path / "M3-mltp" / "seed-0" / "results.json").stat().st_mtime_ns == first
+
+
+def test_probe_writes_per_block_scores_and_chart(tiny, tmp_path):
+    run.main(["probe", "--model", tiny, "--tasks", "BIOSSES", "--suite", "quick", "--every", "3", "--device", "cpu", "--out", str(tmp_path)])
+    probe = json.loads((tmp_path / "probe.json").read_text())
+    assert set(probe["layers"]) == {"eos", "mean"} and set(probe["layers"]["eos"]) == {"3", "6"}
+    assert (tmp_path / "probe.svg").read_text().startswith("<svg")
