@@ -1,0 +1,19 @@
+"""Evaluators for text embeddings, MTEB-style, on the benchmark files in shared/data.
+
+Any encoder with `encode(texts, instruction=None) -> (N, D)` can be evaluated; nothing here
+imports mltp. The task half (registry, suites, evaluate) lives in eval/tasks.py, the metric
+half in eval/{sts,retrieval,classification,clustering,stats}.py.
+"""
+from .tasks import (
+    LEFT_OUT,
+    QUICK,
+    TASKS,
+    evaluate,
+    evaluation_texts,
+    family_averages,
+    list_tasks,
+    resolve_data_dir,
+)
+
+__all__ = ["LEFT_OUT", "QUICK", "TASKS", "evaluate", "evaluation_texts", "family_averages", "list_tasks",
+           "resolve_data_dir"]
