@@ -102,9 +102,17 @@ class Attention(nn.Module):
         k = self.k_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)  # (B, K, T, Dh)
         v = self.v_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)  # (B, K, T, Dh)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        gqa = self.n_kv != self.n_heads
+        if gqa and mask is not None and q.is_cuda:
+            # No fused CUDA kernel takes both a mask and unequal head counts (flash refuses masks,
+            # memory-efficient refuses GQA), so SDPA would fall back to the slow math kernel.
+            # Expanding K/V to H heads keeps the memory-efficient kernel; the math is unchanged.
+            k = k.repeat_interleave(self.n_heads // self.n_kv, dim=1)  # (B, H, T, Dh)
+            v = v.repeat_interleave(self.n_heads // self.n_kv, dim=1)
+            gqa = False
         # enable_gqa lets SDPA share each KV head across H/K query heads without copying it.
         out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=causal and mask is None, enable_gqa=self.n_kv != self.n_heads
+            q, k, v, attn_mask=mask, is_causal=causal and mask is None, enable_gqa=gqa
         )  # (B, H, T, Dh)
         return self.o_proj(out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
 

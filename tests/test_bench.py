@@ -1,0 +1,134 @@
+"""bench/bench.py in its transformers-free mode (`--baseline none`) at the tiny shape, on the CPU.
+
+The transformers half needs transformers + peft, which CI lacks; everything the two halves share
+(batches, parity measure, timing loop, FLOP count, table, JSON) is exercised here. FLOP counts are
+checked against torch's own FlopCounterMode, which counts the matmuls the model actually runs.
+"""
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from mltp.config import from_hf_config
+from mltp.model import Decoder, reference_attention
+
+ROOT = Path(__file__).resolve().parents[1]
+
+_spec = importlib.util.spec_from_file_location("bench_script", ROOT / "bench" / "bench.py")
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+
+
+@pytest.fixture
+def one_thread():
+    # A loaded 2-core box makes OpenMP barriers dominate tiny ops; restore the caller's setting.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_model(seed=0):
+    torch.manual_seed(seed)
+    return Decoder(from_hf_config(bench.SHAPES["tiny"])).eval()
+
+
+def test_cpu_run_without_transformers_writes_table_and_json(tmp_path, one_thread):
+    stem = tmp_path / "tiny"
+    result = bench.main(["--device", "cpu", "--shapes", "tiny", "--baseline", "none", "--batch", "3",
+                         "--seq", "16", "--steps", "2", "--warmup", "0", "--threads", "1", "--out", str(stem)])
+    on_disk = json.loads(stem.with_suffix(".json").read_text())
+    markdown = stem.with_suffix(".md").read_text()
+    assert on_disk["table"] == markdown == result["table"]
+    assert [(r["shape"], r["mode"]) for r in on_disk["rows"]] == [("tiny", "encode"), ("tiny", "train")]
+    header = "| shape | mode | mltp tok/s | transformers tok/s | ratio | mltp mem | hf mem | MFU mltp / hf |"
+    assert header in markdown and "| tiny | encode |" in markdown and "| tiny | train |" in markdown
+    assert "torch " + torch.__version__ in markdown
+    encode, train = on_disk["rows"]
+    # Same seed, same batches: the encode batch holds 3 texts of 4..16 tokens.
+    g = torch.Generator().manual_seed(0)
+    _, mask = bench.make_batch(3, 16, 256, g, "cpu")
+    assert encode["real_tokens"] == int(mask.sum())
+    assert encode["parity"]["hidden_states_rel_error"] <= bench.PARITY_TOL[torch.float32]
+    assert encode["parity"]["embedding_max_diff"] < 1e-4
+    assert math.isfinite(train["parity"]["first_loss"]["mltp"])
+    for row in (encode, train):
+        assert row["tokens_per_s"]["mltp"] > 0 and 0 < row["mfu"]["mltp"]
+        assert row["memory_bytes"]["mltp"] is None  # CUDA only
+        assert "ratio" not in row and "transformers" not in row["tokens_per_s"]
+    assert on_disk["goals"] == []  # no baseline, no goals
+
+
+def test_make_batch_is_left_padded_mixed_lengths_and_seeded():
+    a = bench.make_batch(64, 40, 100, torch.Generator().manual_seed(3), "cpu")
+    b = bench.make_batch(64, 40, 100, torch.Generator().manual_seed(3), "cpu")
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    ids, mask = a
+    lengths = mask.sum(1)
+    assert int(lengths.min()) >= 10 and int(lengths.max()) == ids.shape[1] <= 40
+    assert len(set(lengths.tolist())) > 5
+    assert bool((mask[:, -1] == 1).all())  # left padding: every row ends on a real token
+    assert bool((mask.diff(dim=1) >= 0).all())  # pads only before the text
+    assert bool((ids[mask == 0] == 0).all()) and bool((ids[mask == 1] > 0).all())
+
+
+def test_parity_measure_passes_a_correct_model_and_catches_a_wrong_one(one_thread):
+    model = tiny_model()
+    ids, mask = bench.make_batch(4, 12, 256, torch.Generator().manual_seed(1), "cpu")
+    with torch.no_grad():
+        good = model(ids, mask)
+        reference = bench.unpadded_reference(model, ids, mask)
+        wrong = model(ids)  # mask dropped: real tokens attend to the pads
+    error = bench.states_rel_error(good, reference, mask)
+    bench.check_parity(error, torch.float32, "tiny")
+    bad = bench.states_rel_error(wrong, reference, mask)
+    assert bad > 1e-2
+    with pytest.raises(AssertionError, match="parity failed: tiny"):
+        bench.check_parity(bad, torch.float32, "tiny")
+    with pytest.raises(AssertionError, match="parity failed"):
+        bench.check_parity(float("nan"), torch.float32, "nan states")
+    with pytest.raises(ValueError, match="hidden states"):
+        bench.states_rel_error(good[:-1], reference, mask)
+
+
+def test_linear_flops_match_torch_flop_counter(one_thread):
+    model = tiny_model()
+    n = 11
+    with FlopCounterMode(display=False) as counter:
+        with torch.no_grad():
+            model(torch.randint(1, 256, (1, n)))
+    linear, _ = bench.forward_flops(model.config, [n])
+    assert counter.get_total_flops() == linear  # only the linear layers are matmuls here
+
+
+def test_attention_flops_are_half_the_full_square(one_thread):
+    # The counter sees the unmasked square; causal attention does half of it.
+    cfg = tiny_model().config
+    H, K, Dh, n = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, 9
+    q, k, v = torch.randn(1, H, n, Dh), torch.randn(1, K, n, Dh), torch.randn(1, K, n, Dh)
+    with FlopCounterMode(display=False) as counter:
+        reference_attention(q, k, v, None)
+    _, attention = bench.forward_flops(cfg, [n])
+    assert 2 * attention == cfg.num_hidden_layers * counter.get_total_flops()
+    linear, attention = bench.forward_flops(cfg, [n])
+    assert bench.train_flops(cfg, [n]) == 2 * linear + 3 * attention
+
+
+def test_pooler_flops_match_torch_flop_counter(one_thread):
+    cfg = tiny_model().config
+    pooler = bench.make_pooler(cfg, "cpu")
+    states = tuple(torch.randn(3, 7, cfg.hidden_size) for _ in range(cfg.num_hidden_layers + 1))
+    with FlopCounterMode(display=False) as counter:
+        pooler(states, torch.ones(3, 7, dtype=torch.long))
+    assert counter.get_total_flops() == bench.pooler_flops(pooler.config, 3)
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--shapes", "gpt5"])
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--modes", "encode,generate"])
