@@ -120,7 +120,8 @@ def bar_chart(summaries: dict[str, dict], families: list[str], title: str) -> st
             if not stats:
                 continue
             x = x0 + ci * bar_w
-            parts.append(f'<rect x="{x:.1f}" y="{y(stats["mean"]):.1f}" width="{bar_w * 0.9:.1f}" height="{y(0) - y(stats["mean"]):.1f}" fill="{palette[ci % len(palette)]}"><title>{config} {family}: {stats["mean"]:.4f}</title></rect>')
+            shown = max(stats["mean"], 0.0)  # a negative correlation draws as an empty bar; the tooltip keeps the value
+            parts.append(f'<rect x="{x:.1f}" y="{y(shown):.1f}" width="{bar_w * 0.9:.1f}" height="{y(0) - y(shown):.1f}" fill="{palette[ci % len(palette)]}"><title>{config} {family}: {stats["mean"]:.4f}</title></rect>')
             if stats["std"]:
                 cx = x + bar_w * 0.45
                 parts.append(f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="{y(stats["mean"] + stats["std"]):.1f}" y2="{y(max(stats["mean"] - stats["std"], 0)):.1f}" stroke="#000"/>')
@@ -133,7 +134,7 @@ def bar_chart(summaries: dict[str, dict], families: list[str], title: str) -> st
 
 def probe_chart(table: dict, title: str) -> str:
     """Lines: family average per block, solid for eos pooling, dashed for mean pooling."""
-    W, H, left, bottom, top = 900, 380, 60, 60, 40
+    W, H, left, bottom, top = 900, 400, 60, 60, 60
     families = sorted({f for mode in table.values() for row in mode.values() for f in row["family_averages"]},
                       key=lambda f: FAMILY_ORDER.index(f) if f in FAMILY_ORDER else 99)
     layers = sorted({int(layer) for mode in table.values() for layer in mode})
@@ -148,14 +149,16 @@ def probe_chart(table: dict, title: str) -> str:
     for k in range(6):
         v = vmin + (vmax - vmin) * k / 5
         parts.append(f'<line x1="{left}" x2="{W - 20}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#ddd"/><text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v:.2f}</text>')
+    for layer in layers:  # one tick per probed block
+        parts.append(f'<text x="{x(layer):.1f}" y="{H - bottom + 16}" text-anchor="middle">{layer}</text>')
     for fi, family in enumerate(families):
         for mode, dash in (("eos", ""), ("mean", ' stroke-dasharray="5,4"')):
             if mode not in table:
                 continue
             pts = " ".join(f"{x(int(layer)):.1f},{y(row['family_averages'][family]):.1f}" for layer, row in sorted(table[mode].items(), key=lambda kv: int(kv[0])) if family in row["family_averages"])
             parts.append(f'<polyline fill="none" stroke="{colours[fi % 4]}" stroke-width="2"{dash} points="{pts}"><title>{family} ({mode})</title></polyline>')
-        parts.append(f'<text x="{left + 10 + fi * 150}" y="{top + 4}" fill="{colours[fi % 4]}">{family}</text>')
-    parts.append(f'<text x="{W - 240}" y="{top + 4}">solid: eos token, dashed: mean</text></svg>')
+        parts.append(f'<text x="{left + 10 + fi * 150}" y="{top - 14}" fill="{colours[fi % 4]}" font-size="12">{family}</text>')
+    parts.append(f'<text x="{W - 240}" y="{top - 14}">solid: eos token, dashed: mean</text></svg>')
     return "\n".join(parts)
 
 
