@@ -35,6 +35,7 @@ from mltp.data import build_mixture_with_dropped, mixture_report
 from mltp.embedder import Embedder, EmbedderConfig
 from mltp.layers import describe_layers, parse_layers
 from mltp.lora import LoRAConfig, apply_lora
+from mltp.model import compile_blocks
 from mltp.pooling import KINDS, PoolerConfig, build_pooler, count_parameters
 from mltp.tokenizer import load_tokenizer
 from mltp.train import TrainConfig, train
@@ -228,8 +229,7 @@ def build_embedder(args, log) -> tuple[Embedder, LoRAConfig | None]:
     if embedder.upto is not None:
         log(f"the pooler reads blocks up to {embedder.upto}: blocks {embedder.upto + 1}..{model.config.num_hidden_layers} are not run")
     if args.compile:
-        for block in model.layers:
-            block.compile()
+        compile_blocks(model)
     return embedder, lora_config
 
 
