@@ -41,7 +41,6 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -51,6 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run as a script from anywhere: bench/ is not a package
 
+from mltp.atomic import atomic_write_text  # noqa: E402
 from mltp.config import ModelConfig, from_hf_config  # noqa: E402
 from mltp.lora import LoRAConfig, apply_lora, lora_parameters  # noqa: E402
 from mltp.loss import info_nce  # noqa: E402
@@ -476,15 +476,6 @@ def table(meta: dict, rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a result file is for everyone to read
-    os.replace(tmp, path)
-
-
 def versions() -> dict:
     out = {"torch": torch.__version__, "python": platform.python_version()}
     for pkg in ("transformers", "peft"):
@@ -567,8 +558,8 @@ def main(argv=None) -> dict:
     result = {"meta": meta, "rows": rows, "goals": [{"goal": w, "pass": ok} for w, ok in checks], "table": text}
     if args.out:
         stem = Path(args.out)
-        write_atomic(stem.with_suffix(".json"), json.dumps(result, indent=2) + "\n")
-        write_atomic(stem.with_suffix(".md"), text)
+        atomic_write_text(stem.with_suffix(".json"), json.dumps(result, indent=2) + "\n")
+        atomic_write_text(stem.with_suffix(".md"), text)
     return result
 
 

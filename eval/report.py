@@ -27,9 +27,11 @@ ALPHA = 0.05
 
 
 def _write(path: Path, text: str) -> None:
+    # Atomic, like mltp.atomic (eval/ must not import mltp): write beside the target, then rename.
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         f.write(text)
+    os.chmod(tmp, 0o644)  # mkstemp makes owner-only files; a report is for everyone to read
     os.replace(tmp, path)
 
 
