@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 import eval as evaluators
-from eval.report import write_report
+from eval.report import probe_chart, write_report
 from mltp.atomic import atomic_write_json
 from mltp.checkpoint import load_model, resolve_model
 from mltp.config import read_config
@@ -36,7 +36,7 @@ from mltp.embedder import Embedder, EmbedderConfig
 from mltp.layers import describe_layers, parse_layers
 from mltp.lora import LoRAConfig, apply_lora
 from mltp.model import compile_blocks
-from mltp.pooling import KINDS, PoolerConfig, build_pooler, count_parameters
+from mltp.pooling import KINDS, PoolerConfig, build_pooler, count_parameters, last_token, masked_mean
 from mltp.tokenizer import load_tokenizer
 from mltp.train import TrainConfig, train
 
@@ -219,10 +219,7 @@ def build_embedder(args, log) -> tuple[Embedder, LoRAConfig | None]:
     lora_config = None
     if not args.eval_only:
         lora_config = LoRAConfig(r=args.lora_r, alpha=args.lora_alpha)
-        apply_lora(model, lora_config)
-        for p in model.parameters():  # adapters learn in fp32 (AdamW on bf16 weights loses updates)
-            if p.requires_grad:
-                p.data = p.data.float()
+        apply_lora(model, lora_config)  # adapters are fp32 even on a bf16 model (mltp.lora)
         model.gradient_checkpointing = args.gradient_checkpointing
     config = EmbedderConfig(model=args.model, causal=causal, max_length=512)
     embedder = Embedder(model, load_tokenizer(args.model_dir), pooler, config)
@@ -379,8 +376,6 @@ class LayerCache:
     def all_layers(self, texts, instruction):
         key = (tuple(texts), instruction)
         if key not in self.cache:
-            from mltp.pooling import last_token, masked_mean
-
             e = self.embedder
             rows = e.tokenize(list(texts), instruction)
             order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
@@ -425,8 +420,6 @@ def run_probe(args: argparse.Namespace) -> None:
             table.setdefault(name, {})[layer] = {"family_averages": evaluators.family_averages(results),
                                                  "tasks": {k: v["main_score"] for k, v in results.items()}}
             log(f"{name:<4} block {layer:>3}: " + "  ".join(f"{f} {s:.4f}" for f, s in table[name][layer]["family_averages"].items()))
-    from eval.report import probe_chart
-
     atomic_write_json(out / "probe.json", {"model": args.model, "attn": args.attn, "suite": args.suite, "layers": table,
                                           "environment": environment(args.device)})
     (out / "probe.svg").write_text(probe_chart(table, title=f"zero-shot quality per block ({args.model}, {args.attn}, {args.suite} suite)"))
