@@ -100,6 +100,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
         p.add_argument("--seeds", type=int, help="seeds per configuration (default: 3 on GPU, 1 on CPU)")
         p.add_argument("--only", help="comma-separated configuration names to run (default: all)")
         p.add_argument("--list", action="store_true", help="print the configurations and exit")
+        p.add_argument("--time-limit", type=float, metavar="MIN",
+                       help="start no run that would end past MIN minutes (predicted from the slowest run so far; the "
+                            "first always starts); finished runs are kept, so the next invocation goes on from there")
+        p.add_argument("--report-only", action="store_true", help="run nothing: rebuild the report from the finished runs in --out")
     if command == "probe":
         p.add_argument("--every", type=int, default=1, help="probe every k-th block")
     args = p.parse_args(rest)
@@ -193,7 +197,9 @@ def environment(device: str) -> dict:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
         dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip())
     except (OSError, subprocess.SubprocessError):
-        rev, dirty = "unknown", None
+        rev, dirty = "", None
+    if not rev:  # a copy without .git (the GPU machine gets the files only): the caller may name it
+        rev, dirty = os.environ.get("MLTP_GIT_REVISION", "unknown"), None
     dev = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
     return {
         "git_revision": rev, "git_dirty": dirty, "python": platform.python_version(), "torch": torch.__version__,
@@ -267,7 +273,7 @@ def run_one(args: argparse.Namespace, run_dir: Path) -> dict:
     results = evaluators.evaluate(embedder, tasks=tasks, data_dir=args.data_dir, log=log, suite=args.suite)
     eval_seconds = time.perf_counter() - t_eval
     record = {
-        "name": config_name(args), "config": run_config, "suite": args.suite + (f" ({args.tasks})" if args.tasks else ""),
+        "name": config_name(args), "command": f"python run.py {' '.join(args.argv)}", "config": run_config, "suite": args.suite + (f" ({args.tasks})" if args.tasks else ""),
         "family_averages": evaluators.family_averages(results), "tasks": results,
         "train": train_summary, "mixture": mixture, "environment": environment(args.device),
         "seconds": {"total": time.perf_counter() - t0, "eval": eval_seconds},
@@ -336,29 +342,47 @@ def run_ablation(args: argparse.Namespace) -> None:
     unknown = [n for n in selected if n not in configs]
     if unknown:
         fail(f"unknown configuration(s) {unknown}; known: {', '.join(configs)}")
-    print(f"study: {len(selected)} configurations x {args.seeds} seed(s) -> {out}")
     t0 = time.perf_counter()
-    for name in selected:
+    if not args.report_only:
+        print(f"study: {len(selected)} configurations x {args.seeds} seed(s) -> {out}"
+              + (f", time limit {args.time_limit:g} min" if args.time_limit else ""))
+        # Seed-major order: a sweep cut short (time limit, crash) still has every configuration's
+        # first seed, which is worth more than three seeds of a few configurations.
+        slowest = 0.0
         for seed in range(args.seeds):
-            run_dir = out / name / f"seed-{seed}"
-            if (run_dir / "results.json").exists():
-                print(f"[skip] {name} seed {seed}: finished earlier")
+            for name in selected:
+                run_dir = out / name / f"seed-{seed}"
+                if (run_dir / "results.json").exists():
+                    print(f"[skip] {name} seed {seed}: finished earlier")
+                    continue
+                elapsed = time.perf_counter() - t0
+                if args.time_limit and slowest and elapsed + slowest > args.time_limit * 60:
+                    print(f"[stop] time limit: {elapsed / 60:.1f} of {args.time_limit:g} min used, the slowest run took "
+                          f"{slowest / 60:.1f} min; run the same command again to go on from {name} seed {seed}")
+                    break
+                run_args = argparse.Namespace(**{**vars(args), **configs[name], "seed": seed})
+                run_args.no_layer_weights = configs[name].get("no_layer_weights", False)
+                run_args.layers = configs[name].get("layers", "all")
+                run_args.layer_token = run_args.tokens = None  # follow each configuration's attention
+                started = time.perf_counter()
+                run_one(resolve(run_args, log=lambda m: None), run_dir)
+                slowest = max(slowest, time.perf_counter() - started)
+            else:
                 continue
-            run_args = argparse.Namespace(**{**vars(args), **configs[name], "seed": seed})
-            run_args.no_layer_weights = configs[name].get("no_layer_weights", False)
-            run_args.layers = configs[name].get("layers", "all")
-            run_args.layer_token = run_args.tokens = None  # follow each configuration's attention
-            run_one(resolve(run_args, log=lambda m: None), run_dir)
+            break
     runs = {}
     for name in configs:
         seeds = sorted((out / name).glob("seed-*/results.json"))
         if seeds:
             runs[name] = [json.loads(p.read_text()) for p in seeds]
+    if not runs:
+        fail(f"no finished runs in {out}: nothing to report")
     paths = write_report(
         runs, out, comparisons=[c for c in study_comparisons(reference) if c[1] in runs and c[2] in runs],
         title=f"MLTP ablation study ({args.attn} ablations)",
-        commands=[f"python run.py {' '.join(args.argv)}"],
-        sweep_seconds=time.perf_counter() - t0,
+        # Every command that produced a run in this directory (sessions may differ), in order seen.
+        commands=list(dict.fromkeys(r.get("command", "") for rs in runs.values() for r in rs if r.get("command"))),
+        sweep_seconds=None if args.report_only else time.perf_counter() - t0,
     )
     print(f"report: {paths['markdown']}")
 
@@ -429,8 +453,8 @@ def run_probe(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = parse(sys.argv[1:] if argv is None else argv)
     if args.command == "ablation":
-        if args.list:
-            run_ablation(args)
+        if args.list or args.report_only:
+            run_ablation(args)  # neither needs a device, the model or the data
             return
         args = resolve(args)
         run_ablation(args)

@@ -42,6 +42,7 @@ import platform
 import statistics
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -473,6 +474,8 @@ def table(meta: dict, rows: list[dict]) -> str:
     for r in rows:
         facts = ", ".join(f"{k} {fmt(v)}" for k, v in r["parity"].items())
         lines.append(f"- parity {r['shape']} {r['mode']} (against {against}): {facts}")
+    for name, error in meta.get("errors", {}).items():
+        lines.append(f"- FAILED {name}: {error}")
     return "\n".join(lines) + "\n"
 
 
@@ -544,14 +547,20 @@ def main(argv=None) -> dict:
     }
     peak = matmul_peak(device, dtype)
     meta["matmul_peak_tflops"] = peak / 1e12
-    rows = []
+    rows, errors = [], {}
     for name in args.shapes:
-        rows += bench_shape(name, args, device, dtype, peak)
+        # One shape failing (parity, out of memory) must not cost the others their numbers.
+        try:
+            rows += bench_shape(name, args, device, dtype, peak)
+        except Exception as e:  # noqa: BLE001 - reported in the table and as a failed goal
+            traceback.print_exc()
+            errors[name] = f"{type(e).__name__}: {e}"
         if cuda:
             torch.cuda.empty_cache()
     meta["load_after"] = [round(x, 2) for x in os.getloadavg()]
+    meta["errors"] = errors
     text = table(meta, rows)
-    checks = goals(rows) if cuda else cpu_goal(rows)
+    checks = (goals(rows) if cuda else cpu_goal(rows)) + [(f"{n}: did not finish ({e})", False) for n, e in errors.items()]
     if checks:
         text += "\n" + "\n".join(f"- {'PASS' if ok else 'FAIL'}: {what}" for what, ok in checks) + "\n"
     print(text)

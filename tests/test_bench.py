@@ -132,3 +132,14 @@ def test_bad_arguments_are_refused():
         bench.parse_args(["--shapes", "gpt5"])
     with pytest.raises(SystemExit):
         bench.parse_args(["--modes", "encode,generate"])
+
+
+def test_a_failing_shape_is_reported_and_the_others_still_run(tmp_path, one_thread, monkeypatch):
+    # 9 heads do not divide a width of 64: the config is refused when the shape is built.
+    broken = dict(bench.SHAPES["tiny"], num_attention_heads=9)
+    monkeypatch.setitem(bench.SHAPES, "broken", broken)
+    result = bench.main(["--device", "cpu", "--shapes", "broken,tiny", "--baseline", "none", "--batch", "2",
+                         "--seq", "8", "--steps", "1", "--warmup", "0", "--modes", "encode"])
+    assert [(r["shape"], r["mode"]) for r in result["rows"]] == [("tiny", "encode")]
+    assert list(result["meta"]["errors"]) == ["broken"] and "- FAILED broken:" in result["table"]
+    assert {"goal": f"broken: did not finish ({result['meta']['errors']['broken']})", "pass": False} in result["goals"]

@@ -27,6 +27,8 @@ def test_every_documented_flag_parses():
     assert (args.steps, args.batch_size, args.grad_accum, args.lr, args.lora_r, args.seed) == (5, 8, 2, 1e-4, 8, 3)
     assert args.eval_only and args.compile and args.gradient_checkpointing and args.include_classification_train
     assert run.parse(["ablation", "--seeds", "2", "--only", "M1-eos"]).command == "ablation"
+    sweep = run.parse(["ablation", "--time-limit", "7.5", "--report-only"])
+    assert sweep.time_limit == 7.5 and sweep.report_only
     assert run.parse(["probe", "--every", "5"]).every == 5
 
 
@@ -76,18 +78,33 @@ def test_main_job_writes_a_complete_run_directory(tiny, tmp_path):
 
 def test_sweep_resumes_and_skips_finished_configurations(tiny, tmp_path, capsys):
     argv = ["ablation", "--model", tiny, "--only", "M3-mltp,A1-mltp-noW", "--seeds", "1", *TINY_RUN, "--out", str(tmp_path)]
-    run.main(argv)
+    # A time limit far below one run's length: the first run still starts, the second does not.
+    run.main(argv + ["--time-limit", "0.0001"])
+    printed = capsys.readouterr().out
+    assert "[stop] time limit" in printed and "go on from A1-mltp-noW seed 0" in printed
+    assert not (tmp_path / "A1-mltp-noW").exists()
     first = (tmp_path / "M3-mltp" / "seed-0" / "results.json").stat().st_mtime_ns
+
+    run.main(argv)  # goes on where the limit stopped it
+    printed = capsys.readouterr().out
+    assert "[skip] M3-mltp seed 0" in printed and (tmp_path / "A1-mltp-noW" / "seed-0" / "results.json").exists()
     report = (tmp_path / "report.md").read_text()
     assert "| ablation 1: layer weights on vs off (M3-mltp vs A1-mltp-noW) | sts |" in report
     assert "ablation 1: layer weights on vs off, clustering: M3-mltp" in report  # the plain-language reading
-    assert f"Reproduce: `python run.py {' '.join(argv)}`" in report and (tmp_path / "chart.svg").exists()
+    # Both commands that produced runs are listed, the first one with its time limit.
+    assert f"`python run.py {' '.join(argv + ['--time-limit', '0.0001'])}`; `python run.py {' '.join(argv)}`" in report
+    assert (tmp_path / "chart.svg").exists()
     assert json.loads((tmp_path / "report.json").read_text())["comparisons"][0]["wilcoxon"]["n"] >= 0
-    capsys.readouterr()
+
     run.main(argv)
     printed = capsys.readouterr().out
     assert "[skip] M3-mltp seed 0" in printed and "[skip] A1-mltp-noW seed 0" in printed
     assert (tmp_path / "M3-mltp" / "seed-0" / "results.json").stat().st_mtime_ns == first
+
+    (tmp_path / "report.md").unlink()
+    run.main(["ablation", "--report-only", "--out", str(tmp_path)])  # no model, data or device needed
+    assert "study:" not in capsys.readouterr().out
+    assert "| ablation 1: layer weights on vs off (M3-mltp vs A1-mltp-noW) | sts |" in (tmp_path / "report.md").read_text()
 
 
 def test_probe_writes_per_block_scores_and_chart(tiny, tmp_path):

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# One GPU session over three consecutive device calls: `bash scripts/gpu_session.sh a|b|c`.
+#
+#   a: stash the GGUF's first part; SDPA check and benchmark vs transformers (issue 6)
+#   b: stash the rest; join, verify the sha256, convert the GGUF to a checkpoint directory
+#   c: stash the last data; the ablation study (issue 5), time-limited, resumable
+#
+# Parts come from scripts/gpu_pack.sh (.gpu/a, .gpu/b, .gpu/c; each call carries its own) and are
+# joined in /tmp/stage, which a warm machine keeps between calls. Every step has its own timeout
+# that ends inside the call's limit, and whatever it wrote is packed into $OUT, so a failed or cut
+# step still returns its log. Environment: STUDY_MINUTES (c: the sweep's --time-limit, default 6),
+# STUDY_ARGS (c: training budget flags), RESUME (c: a study tarball from an earlier session).
+set -u
+stage=${1:?usage: gpu_session.sh a|b|c}
+cd "$(dirname "$0")/.."
+S=${STAGE_DIR:-/tmp/stage}
+OUT=${OUT:-/tmp/gpu-out}
+mkdir -p "$S" "$OUT"
+export PYTHONUNBUFFERED=1 MLTP_CACHE=$S/cache
+PY=${PY:-python3}
+log() { echo "[$(date -u +%H:%M:%S)] $*"; }
+
+case $stage in
+a)
+    cp .gpu/a/gguf.part1 "$S/"
+    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv
+    $PY -c "import torch, transformers, peft; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__)"
+    mkdir -p "$S/bench"
+    log "sdpa check"
+    timeout 40 $PY bench/sdpa_gqa.py --out "$S/bench/sdpa-gqa-h100" 2>&1 | tee "$S/bench/sdpa.log"
+    log "benchmark, eager"
+    timeout 150 $PY bench/bench.py --device cuda --steps 10 --warmup 3 --out "$S/bench/h100" 2>&1 | tee "$S/bench/eager.log"
+    log "benchmark, torch.compile (SmolLM2 shape)"
+    timeout 75 $PY bench/bench.py --device cuda --compile --shapes smollm2-135m --steps 10 --warmup 3 --out "$S/bench/h100-compile" 2>&1 | tee "$S/bench/compile.log"
+    tar czf "$OUT/bench.tar.gz" -C "$S" bench
+    ;;
+b)
+    cp -r .gpu/b/* "$S/"
+    cat "$S/gguf.part1" "$S/gguf.part2" > "$S/model.gguf" || exit 1
+    echo "$(cat "$S/gguf.sha256")  $S/model.gguf" | sha256sum -c - || exit 1
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$S/site" "$S"/whl/*.whl || exit 1
+    log "converting"
+    # Where `--model smollm2-135m` looks first (mltp.gguf.default_model_dir), so run.py finds it.
+    PYTHONPATH=$S/site timeout 120 $PY -c "
+import sys
+from mltp.gguf import cache_root, convert_gguf
+print('converted to', convert_gguf(sys.argv[1], cache_root() / 'models' / 'smollm2-135m'))" "$S/model.gguf" || exit 1
+    ls -la "$MLTP_CACHE/models/smollm2-135m"
+    ;;
+c)
+    mkdir -p "$S/data" && cp -r .gpu/c/data/. "$S/data/"
+    test -f "$MLTP_CACHE/models/smollm2-135m/config.json" || { echo "no converted model: run stage b first"; exit 1; }
+    if [ -n "${RESUME:-}" ]; then tar xzf "$RESUME" -C "$S"; fi
+    minutes=${STUDY_MINUTES:-6}
+    order=M3-mltp,A1-mltp-noW,A1-layer-mean,A2-mltp-last4,A2-mltp-middle4,A2-mltp-last4-noW,A2-mltp-middle4-noW,M1-eos,M2-trainable,M5-mltp-bi,M4-trainable-bi
+    log "study, $minutes min"
+    # The hard cap leaves a minute past the soft limit for the last run to finish its evaluation.
+    timeout "$(awk -v m="$minutes" 'BEGIN { print int(m * 60) + 60 }')" $PY run.py ablation --only "$order" --seeds 3 --suite quick \
+        ${STUDY_ARGS:---steps 150 --batch-size 64 --max-length 128 --lr 2e-4} \
+        --data-dir "$S/data" --out "$S/study" --time-limit "$minutes" 2>&1 | tee "$OUT/study.log"
+    $PY run.py ablation --report-only --out "$S/study"
+    tar czf "$OUT/study.tar.gz" --exclude=checkpoints --exclude=final -C "$S" study
+    ;;
+*)
+    echo "unknown stage $stage (a, b or c)"; exit 2 ;;
+esac
+log "stage $stage done"
