@@ -193,13 +193,16 @@ class Tee:
 
 
 def environment(device: str) -> dict:
+    # MLTP_GIT_REVISION, when set, wins: a copy of the tree (the GPU machine's) may carry a stale
+    # .git whose HEAD is not the code that runs.
     try:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
         dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip())
     except (OSError, subprocess.SubprocessError):
         rev, dirty = "", None
-    if not rev:  # a copy without .git (the GPU machine gets the files only): the caller may name it
-        rev, dirty = os.environ.get("MLTP_GIT_REVISION", "unknown"), None
+    if os.environ.get("MLTP_GIT_REVISION"):
+        rev, dirty = os.environ["MLTP_GIT_REVISION"], None
+    rev = rev or "unknown"
     dev = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
     return {
         "git_revision": rev, "git_dirty": dirty, "python": platform.python_version(), "torch": torch.__version__,
@@ -330,6 +333,22 @@ def study_comparisons(reference: str) -> list[tuple[str, str, str]]:
     ]
 
 
+# What must match between a finished run and the sweep that would skip it: a report must never
+# average or compare runs made with different models, budgets or evaluation sets.
+BUDGET_KEYS = ("model", "pool", "attn", "layers", "no_layer_weights", "layer_token", "tokens", "latents", "heads",
+               "head_dim", "steps", "batch_size", "grad_accum", "lr", "max_length", "lora_r", "lora_alpha",
+               "include_classification_train", "suite", "tasks", "dtype", "seed")
+
+
+def check_same_budget(run_dir: Path, run_args: argparse.Namespace) -> None:
+    done = json.loads((run_dir / "results.json").read_text())["config"]
+    differ = [f"{k}: finished {done.get(k)!r}, asked {getattr(run_args, k, None)!r}"
+              for k in BUDGET_KEYS if done.get(k) != getattr(run_args, k, None)]
+    if differ:
+        fail(f"{run_dir} was run with other settings ({'; '.join(differ)}); give the same flags to go on "
+             f"with this study, or another --out for a new one")
+
+
 def run_ablation(args: argparse.Namespace) -> None:
     out = Path(args.out or ROOT / "runs" / "ablation")
     configs = study_configs(args.attn)
@@ -352,7 +371,13 @@ def run_ablation(args: argparse.Namespace) -> None:
         for seed in range(args.seeds):
             for name in selected:
                 run_dir = out / name / f"seed-{seed}"
+                run_args = argparse.Namespace(**{**vars(args), **configs[name], "seed": seed})
+                run_args.no_layer_weights = configs[name].get("no_layer_weights", False)
+                run_args.layers = configs[name].get("layers", "all")
+                run_args.layer_token = run_args.tokens = None  # follow each configuration's attention
+                run_args = resolve(run_args, log=lambda m: None)
                 if (run_dir / "results.json").exists():
+                    check_same_budget(run_dir, run_args)
                     print(f"[skip] {name} seed {seed}: finished earlier")
                     continue
                 elapsed = time.perf_counter() - t0
@@ -360,12 +385,8 @@ def run_ablation(args: argparse.Namespace) -> None:
                     print(f"[stop] time limit: {elapsed / 60:.1f} of {args.time_limit:g} min used, the slowest run took "
                           f"{slowest / 60:.1f} min; run the same command again to go on from {name} seed {seed}")
                     break
-                run_args = argparse.Namespace(**{**vars(args), **configs[name], "seed": seed})
-                run_args.no_layer_weights = configs[name].get("no_layer_weights", False)
-                run_args.layers = configs[name].get("layers", "all")
-                run_args.layer_token = run_args.tokens = None  # follow each configuration's attention
                 started = time.perf_counter()
-                run_one(resolve(run_args, log=lambda m: None), run_dir)
+                run_one(run_args, run_dir)
                 slowest = max(slowest, time.perf_counter() - started)
             else:
                 continue

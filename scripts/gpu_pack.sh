@@ -26,4 +26,8 @@ while read -r f; do
     cp "$DATA/$f" ".gpu/$part/data/$f"
 done < scripts/gpu_files.txt
 cp "$DATA/MANIFEST.md" .gpu/c/data/
+# The code these parts go with: results record it (MLTP_GIT_REVISION in scripts/gpu_session.sh).
+rev=$(git rev-parse HEAD)
+if [ -n "$(git status --porcelain --untracked-files=no)" ]; then rev="$rev+uncommitted"; fi
+for part in a b c; do echo "$rev" > ".gpu/$part/REVISION"; done
 du -sh .gpu/a .gpu/b .gpu/c

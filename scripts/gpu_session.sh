@@ -9,7 +9,12 @@
 # joined in /tmp/stage, which a warm machine keeps between calls. Every step has its own timeout
 # that ends inside the call's limit, and whatever it wrote is packed into $OUT, so a failed or cut
 # step still returns its log. Environment: STUDY_MINUTES (c: the sweep's --time-limit, default 6),
-# STUDY_ARGS (c: training budget flags), RESUME (c: a study tarball from an earlier session).
+# STUDY_ARGS (c: training budget flags). MLTP_GIT_REVISION defaults to the revision gpu_pack.sh
+# recorded (the machine's copy may carry a stale .git; run.py records this variable instead).
+#
+# The study goes on across sessions: stage c starts from the runs committed in results/h100-study
+# (finished configurations are skipped) and returns the whole directory in $OUT/study.tar.gz;
+# unpack it over results/h100-study and commit (results/README.md).
 set -u
 stage=${1:?usage: gpu_session.sh a|b|c}
 cd "$(dirname "$0")/.."
@@ -18,6 +23,9 @@ OUT=${OUT:-/tmp/gpu-out}
 mkdir -p "$S" "$OUT"
 export PYTHONUNBUFFERED=1 MLTP_CACHE=$S/cache
 PY=${PY:-python3}
+if [ -z "${MLTP_GIT_REVISION:-}" ] && [ -f ".gpu/$stage/REVISION" ]; then
+    export MLTP_GIT_REVISION=$(cat ".gpu/$stage/REVISION")
+fi
 log() { echo "[$(date -u +%H:%M:%S)] $*"; }
 
 case $stage in
@@ -31,7 +39,8 @@ a)
     log "benchmark, eager"
     timeout 150 $PY bench/bench.py --device cuda --steps 10 --warmup 3 --out "$S/bench/h100" 2>&1 | tee "$S/bench/eager.log"
     log "benchmark, torch.compile (SmolLM2 shape)"
-    timeout 75 $PY bench/bench.py --device cuda --compile --shapes smollm2-135m --steps 10 --warmup 3 --out "$S/bench/h100-compile" 2>&1 | tee "$S/bench/compile.log"
+    # Compiling 30 blocks for three batch shapes, forward and backward, took over 75 s (2026-11-25).
+    timeout 180 $PY bench/bench.py --device cuda --compile --shapes smollm2-135m --steps 10 --warmup 3 --out "$S/bench/h100-compile" 2>&1 | tee "$S/bench/compile.log"
     tar czf "$OUT/bench.tar.gz" -C "$S" bench
     ;;
 b)
@@ -50,7 +59,9 @@ print('converted to', convert_gguf(sys.argv[1], cache_root() / 'models' / 'smoll
 c)
     mkdir -p "$S/data" && cp -r .gpu/c/data/. "$S/data/"
     test -f "$MLTP_CACHE/models/smollm2-135m/config.json" || { echo "no converted model: run stage b first"; exit 1; }
-    if [ -n "${RESUME:-}" ]; then tar xzf "$RESUME" -C "$S"; fi
+    if [ -d results/h100-study ]; then  # earlier sessions' runs: the sweep skips them
+        mkdir -p "$S/study" && cp -rn results/h100-study/. "$S/study/"
+    fi
     minutes=${STUDY_MINUTES:-6}
     order=M3-mltp,A1-mltp-noW,A1-layer-mean,A2-mltp-last4,A2-mltp-middle4,A2-mltp-last4-noW,A2-mltp-middle4-noW,M1-eos,M2-trainable,M5-mltp-bi,M4-trainable-bi
     log "study, $minutes min"

@@ -143,3 +143,23 @@ def test_a_failing_shape_is_reported_and_the_others_still_run(tmp_path, one_thre
     assert [(r["shape"], r["mode"]) for r in result["rows"]] == [("tiny", "encode")]
     assert list(result["meta"]["errors"]) == ["broken"] and "- FAILED broken:" in result["table"]
     assert {"goal": f"broken: did not finish ({result['meta']['errors']['broken']})", "pass": False} in result["goals"]
+
+
+def test_bf16_parity_is_judged_against_an_fp32_reference(one_thread):
+    # bf16 on the CPU, no transformers: mltp in bf16 against the same weights run in fp32.
+    result = bench.main(["--device", "cpu", "--shapes", "tiny", "--baseline", "none", "--dtype", "bf16",
+                         "--batch", "3", "--seq", "16", "--steps", "1", "--warmup", "0", "--modes", "encode"])
+    parity = result["rows"][0]["parity"]
+    assert 0 < parity["mltp_vs_fp32"] <= bench.PARITY_TOL[torch.bfloat16] and parity["transformers_vs_fp32"] is None
+    assert not result["meta"]["errors"]
+
+
+def test_low_precision_parity_rule():
+    bench.check_parity_low_precision(0.13, 0.12, "as far from fp32 as transformers")
+    bench.check_parity_low_precision(0.015, 0.004, "within the absolute slack")
+    with pytest.raises(AssertionError, match="more than"):
+        bench.check_parity_low_precision(0.2, 0.12, "further than transformers")
+    with pytest.raises(AssertionError, match="more than"):
+        bench.check_parity_low_precision(float("nan"), 0.12, "nan")
+    with pytest.raises(AssertionError, match="more than"):
+        bench.check_parity_low_precision(0.06, None, "no transformers: fixed limit")

@@ -101,6 +101,12 @@ def test_sweep_resumes_and_skips_finished_configurations(tiny, tmp_path, capsys)
     assert "[skip] M3-mltp seed 0" in printed and "[skip] A1-mltp-noW seed 0" in printed
     assert (tmp_path / "M3-mltp" / "seed-0" / "results.json").stat().st_mtime_ns == first
 
+    # Going on with other settings would mix budgets in one report: refused before any work.
+    other = [a if a != "3" else "4" for a in argv]  # --steps 3 -> 4
+    with pytest.raises(SystemExit):
+        run.main(other)
+    assert "M3-mltp/seed-0 was run with other settings (steps: finished 3, asked 4)" in capsys.readouterr().err
+
     (tmp_path / "report.md").unlink()
     run.main(["ablation", "--report-only", "--out", str(tmp_path)])  # no model, data or device needed
     assert "study:" not in capsys.readouterr().out
