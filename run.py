@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parent
 
 # Budgets by hardware. CPU: the quick suite and a short run, so the main job ends in about 15
 # minutes on 2 cores. GPU: the full suite and a run long enough to move a fresh pooler.
+COMPILE_MODES = ["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 BUDGETS = {
     "cpu": dict(suite="quick", steps=60, batch_size=16, max_length=64, lr=3e-4, warmup=6, seeds=1, dtype="float32"),
     "cuda": dict(suite="full", steps=1000, batch_size=64, max_length=256, lr=1e-4, warmup=100, seeds=3, dtype="bfloat16"),
@@ -82,7 +83,8 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     e.add_argument("--tasks", help="comma-separated task names instead of a suite")
     e.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     e.add_argument("--dtype", choices=["float32", "bfloat16"], help="model weights (default: bfloat16 on GPU, float32 on CPU)")
-    e.add_argument("--compile", action="store_true", help="torch.compile the decoder blocks")
+    e.add_argument("--compile", nargs="?", const="default", choices=COMPILE_MODES, metavar="MODE",
+                   help="torch.compile the decoder blocks; MODE: " + ", ".join(COMPILE_MODES) + " (default: default)")
     e.add_argument("--data-dir", help="benchmark data (default: $MLTP_DATA_DIR or ../shared/data)")
 
 
@@ -235,7 +237,7 @@ def build_embedder(args, log) -> tuple[Embedder, LoRAConfig | None]:
     if embedder.upto is not None:
         log(f"the pooler reads blocks up to {embedder.upto}: blocks {embedder.upto + 1}..{model.config.num_hidden_layers} are not run")
     if args.compile:
-        compile_blocks(model)
+        compile_blocks(model, args.compile)
     return embedder, lora_config
 
 

@@ -55,7 +55,7 @@ from mltp.atomic import atomic_write_text  # noqa: E402
 from mltp.config import ModelConfig, from_hf_config  # noqa: E402
 from mltp.lora import LoRAConfig, apply_lora, lora_parameters  # noqa: E402
 from mltp.loss import info_nce  # noqa: E402
-from mltp.model import Decoder  # noqa: E402
+from mltp.model import Decoder, compile_blocks  # noqa: E402
 from mltp.layers import parse_layers  # noqa: E402
 from mltp.pooling import PoolerConfig, build_pooler  # noqa: E402
 
@@ -324,12 +324,6 @@ def make_pooler(cfg: ModelConfig, device) -> torch.nn.Module:
     return build_pooler(config).to(device)
 
 
-def compile_blocks(model) -> None:
-    # The one --compile switch: each decoder block compiled in place (the Python loop stays eager).
-    for block in model.layers:
-        block.compile()
-
-
 def bench_shape(name: str, args, device, dtype, peak: float) -> list[dict]:
     spec = SHAPES[name]
     low_precision = dtype != torch.float32
@@ -354,7 +348,7 @@ def bench_shape(name: str, args, device, dtype, peak: float) -> list[dict]:
         if device.type == "cuda":
             torch.cuda.empty_cache()
     if args.compile:
-        compile_blocks(model)
+        compile_blocks(model, args.compile)  # mltp's one switch: each block, in place
     q_batch = make_batch(args.batch, args.seq, cfg.vocab_size, g, device)
     p_batch = make_batch(args.batch, args.seq, cfg.vocab_size, g, device)
     torch.manual_seed(args.seed)
@@ -381,6 +375,7 @@ def bench_shape(name: str, args, device, dtype, peak: float) -> list[dict]:
         progress(f"{name}: encode parity {fmt(parity)}")
 
         def encode(m, forward):
+            new_step()
             with torch.no_grad():
                 return pooler(forward(m, ids, mask), mask)
 
@@ -396,6 +391,12 @@ def bench_shape(name: str, args, device, dtype, peak: float) -> list[dict]:
         rows.append(bench_train(name, args, device, dtype, peak, model, hf, cfg, pooler, q_batch, p_batch))
         progress(f"{name}: train timed")
     return rows
+
+
+def new_step() -> None:
+    # Under --compile reduce-overhead (CUDA graphs) the outputs of one repetition live in memory the
+    # next replay reuses: mark where a repetition starts. A no-op for eager code.
+    torch.compiler.cudagraph_mark_step_begin()
 
 
 def progress(message: str) -> None:
@@ -425,6 +426,7 @@ def bench_train(name, args, device, dtype, peak, model, hf, cfg, pooler, q_batch
         optimizer = torch.optim.AdamW(trainable, lr=1e-4, weight_decay=0.01)
 
         def step(m=m, forward=forward, side_pooler=side_pooler, optimizer=optimizer):
+            new_step()
             q = side_pooler(forward(m, *q_batch), q_batch[1])  # (B, D)
             p = side_pooler(forward(m, *p_batch), p_batch[1])  # (B, D)
             loss = info_nce(q, p)
@@ -552,7 +554,9 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=None, help="timed repetitions per side (default cpu 5, cuda 20)")
     p.add_argument("--warmup", type=int, default=None, help="untimed repetitions per side (default cpu 1, cuda 5)")
     p.add_argument("--dtype", choices=["fp32", "bf16"], default=None, help="default: cpu fp32, cuda bf16")
-    p.add_argument("--compile", action="store_true", help="torch.compile every mltp decoder block")
+    p.add_argument("--compile", nargs="?", const="default", metavar="MODE",
+                   choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+                   help="torch.compile every mltp decoder block (mltp.model.compile_blocks); MODE as torch.compile's")
     p.add_argument("--baseline", choices=["transformers", "none"], default="transformers",
                    help="none: time mltp alone, parity against unpadded runs (needs no transformers)")
     p.add_argument("--checkpointing", choices=["auto", "on", "off"], default="auto",

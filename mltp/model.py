@@ -205,8 +205,11 @@ class Decoder(nn.Module):
         return self.lm_head(h_last)
 
 
-def compile_blocks(model: Decoder) -> Decoder:
-    """torch.compile every block in place: the one compile switch (run.py --compile).
+def compile_blocks(model: Decoder, mode: str | None = None) -> Decoder:
+    """torch.compile every block in place: the one compile switch (run.py --compile [MODE]).
+
+    `mode` is torch.compile's: None (fusion only), "reduce-overhead" (CUDA graphs on a GPU, where
+    the H100 benchmark found small models bound by kernel launches), "max-autotune", ...
 
     Inductor draws random numbers from its own generator, so compiled LoRA dropout would mask
     different units than eager and training would drift apart (measured: gradients differ by ~40%
@@ -217,5 +220,5 @@ def compile_blocks(model: Decoder) -> Decoder:
 
     inductor_config.fallback_random = True
     for block in model.layers:
-        block.compile()
+        block.compile(mode=None if mode == "default" else mode)
     return model

@@ -9,7 +9,7 @@
 # joined in /tmp/stage, which a warm machine keeps between calls. Every step has its own timeout
 # that ends inside the call's limit, and whatever it wrote is packed into $OUT, so a failed or cut
 # step still returns its log. Environment: STUDY_MINUTES (c: the sweep's --time-limit, default 6),
-# STUDY_ARGS (c: training budget flags). MLTP_GIT_REVISION defaults to the revision gpu_pack.sh
+# STUDY_ARGS (c: training budget flags), BENCH_COMPILE_MODE (a: default reduce-overhead). MLTP_GIT_REVISION defaults to the revision gpu_pack.sh
 # recorded (the machine's copy may carry a stale .git; run.py records this variable instead).
 #
 # The study goes on across sessions: stage c starts from the runs committed in results/h100-study
@@ -38,9 +38,9 @@ a)
     timeout 40 $PY bench/sdpa_gqa.py --out "$S/bench/sdpa-gqa-h100" 2>&1 | tee "$S/bench/sdpa.log"
     log "benchmark, eager"
     timeout 150 $PY bench/bench.py --device cuda --steps 10 --warmup 3 --out "$S/bench/h100" 2>&1 | tee "$S/bench/eager.log"
-    log "benchmark, torch.compile (SmolLM2 shape)"
+    log "benchmark, torch.compile ${BENCH_COMPILE_MODE:-reduce-overhead} (SmolLM2 shape)"
     # Compiling 30 blocks for three batch shapes, forward and backward, took over 75 s (2026-11-25).
-    timeout 180 $PY bench/bench.py --device cuda --compile --shapes smollm2-135m --steps 10 --warmup 3 --out "$S/bench/h100-compile" 2>&1 | tee "$S/bench/compile.log"
+    timeout 180 $PY bench/bench.py --device cuda --compile "${BENCH_COMPILE_MODE:-reduce-overhead}" --shapes smollm2-135m --steps 10 --warmup 3 --out "$S/bench/h100-compile" 2>&1 | tee "$S/bench/compile.log"
     tar czf "$OUT/bench.tar.gz" -C "$S" bench
     ;;
 b)

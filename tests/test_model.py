@@ -112,6 +112,27 @@ def test_compiled_matches_eager(fixtures_dir):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
+def test_compile_modes_reach_torch_compile(fixtures_dir, monkeypatch):
+    # run.py / bench.py --compile reduce-overhead: the mode is torch.compile's (CUDA graphs on a
+    # GPU; on the CPU inductor alone), and the compiled blocks still compute the same states.
+    modes, real_compile = [], torch.compile
+
+    def recording_compile(*args, **kwargs):
+        modes.append(kwargs.get("mode"))
+        return real_compile(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "compile", recording_compile)
+    model = mltp.load_model(fixtures_dir / "hf" / "qwen2")
+    ref = expected(fixtures_dir, "qwen2")
+    ids, mask = ref["left.input_ids"], ref["left.attention_mask"]
+    with torch.no_grad():
+        eager = model(ids, mask)
+        compile_blocks(model, "reduce-overhead")
+        assert modes == ["reduce-overhead"] * len(model.layers)
+        for a, b in zip(eager, model(ids, mask)):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
 def test_compiled_training_matches_eager_with_lora_dropout(fixtures_dir):
     # One backward through LoRA with dropout on: compile_blocks must draw the same dropout masks.
     grads = []

@@ -27,6 +27,7 @@ def test_every_documented_flag_parses():
     assert (args.steps, args.batch_size, args.grad_accum, args.lr, args.lora_r, args.seed) == (5, 8, 2, 1e-4, 8, 3)
     assert args.eval_only and args.compile and args.gradient_checkpointing and args.include_classification_train
     assert run.parse(["ablation", "--seeds", "2", "--only", "M1-eos"]).command == "ablation"
+    assert args.compile == "default" and run.parse(["--compile", "reduce-overhead"]).compile == "reduce-overhead"
     sweep = run.parse(["ablation", "--time-limit", "7.5", "--report-only"])
     assert sweep.time_limit == 7.5 and sweep.report_only
     assert run.parse(["probe", "--every", "5"]).every == 5
