@@ -36,7 +36,6 @@ import contextlib
 import copy
 import datetime
 import importlib.metadata
-import json
 import os
 import platform
 import statistics
@@ -51,7 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run as a script from anywhere: bench/ is not a package
 
-from mltp.atomic import atomic_write_text  # noqa: E402
+from mltp.atomic import atomic_write_stem  # noqa: E402
 from mltp.config import ModelConfig, from_hf_config  # noqa: E402
 from mltp.lora import LoRAConfig, apply_lora, lora_parameters  # noqa: E402
 from mltp.loss import info_nce  # noqa: E402
@@ -621,9 +620,7 @@ def main(argv=None) -> dict:
     print(text)
     result = {"meta": meta, "rows": rows, "goals": [{"goal": w, "pass": ok} for w, ok in checks], "table": text}
     if args.out:
-        stem = Path(args.out)
-        atomic_write_text(stem.with_suffix(".json"), json.dumps(result, indent=2) + "\n")
-        atomic_write_text(stem.with_suffix(".md"), text)
+        atomic_write_stem(args.out, result, text)
     return result
 
 

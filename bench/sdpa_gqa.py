@@ -14,7 +14,6 @@ Outputs are compared (the expansion must not change the math) before timing.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -25,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from mltp.atomic import atomic_write_text  # noqa: E402
+from mltp.atomic import atomic_write_stem  # noqa: E402
 
 # (H query heads, K KV heads, head dim) of the three benchmark shapes.
 SHAPES = {"smollm2-135m": (9, 3, 64), "qwen2-0.5b": (14, 2, 64), "mistral-7b": (32, 8, 128)}
@@ -108,9 +107,7 @@ def main(argv=None) -> dict:
     print(text)
     result = {"rows": rows, "table": text, "command": "python bench/sdpa_gqa.py " + " ".join(sys.argv[1:] if argv is None else argv)}
     if args.out:
-        stem = Path(args.out)
-        atomic_write_text(stem.with_suffix(".json"), json.dumps(result, indent=2) + "\n")
-        atomic_write_text(stem.with_suffix(".md"), text)
+        atomic_write_stem(args.out, result, text)
     return result
 
 

@@ -39,3 +39,10 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 def atomic_write_json(path: str | os.PathLike, obj) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def atomic_write_stem(stem: str | os.PathLike, data: dict, markdown: str) -> None:
+    """STEM.json (the data) and STEM.md (its table), each written atomically: the benchmarks' output."""
+    stem = Path(stem)
+    atomic_write_text(stem.with_suffix(".json"), json.dumps(data, indent=2) + "\n")
+    atomic_write_text(stem.with_suffix(".md"), markdown)
