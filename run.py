@@ -351,6 +351,15 @@ def check_same_budget(run_dir: Path, run_args: argparse.Namespace) -> None:
              f"with this study, or another --out for a new one")
 
 
+def with_command(record: dict, run_dir: Path) -> dict:
+    # results.json records its command since 2026-11-25; older runs have it on their log's first line.
+    if "command" not in record and (run_dir / "log.txt").exists():
+        first = (run_dir / "log.txt").read_text().split("\n", 1)[0]
+        if "command: " in first:
+            record["command"] = first.split("command: ", 1)[1].strip()
+    return record
+
+
 def run_ablation(args: argparse.Namespace) -> None:
     out = Path(args.out or ROOT / "runs" / "ablation")
     configs = study_configs(args.attn)
@@ -397,7 +406,7 @@ def run_ablation(args: argparse.Namespace) -> None:
     for name in configs:
         seeds = sorted((out / name).glob("seed-*/results.json"))
         if seeds:
-            runs[name] = [json.loads(p.read_text()) for p in seeds]
+            runs[name] = [with_command(json.loads(p.read_text()), p.parent) for p in seeds]
     if not runs:
         fail(f"no finished runs in {out}: nothing to report")
     paths = write_report(

@@ -171,12 +171,17 @@ def write_report(runs: dict[str, list[dict]], out: Path, *, comparisons: list[tu
     families = _families(runs)
     summaries = {name: summarise(seeds) for name, seeds in runs.items()}
     first = next(iter(runs.values()))[0]
-    env, suite = first["environment"], first["suite"]
+    suite = first["suite"]
     total_minutes = sum(s["seconds"]["total"] for seeds in runs.values() for s in seeds) / 60
+    # Runs may come from several sessions: name every machine and code revision, never just one.
+    envs = [s["environment"] for seeds in runs.values() for s in seeds]
+    machines = sorted({f"{e['device']}, torch {e['torch']}" for e in envs})
+    codes = sorted({e["git_revision"][:12] + (" (uncommitted changes)" if e.get("git_dirty") else "") for e in envs})
+    dates = sorted(e["date"] for e in envs)
 
     md = [f"# {title}", "",
-          f"Machine: {env['device']}; torch {env['torch']}; code {env['git_revision'][:12]}{' (uncommitted changes)' if env.get('git_dirty') else ''}; "
-          f"{env['date']}. Suite: `{suite}`. Model: `{first['config']['model']}`. Training: {first['config']['steps']} steps x "
+          f"Machine: {'; '.join(machines)}. Code: {', '.join(codes)}. "
+          f"Runs dated {dates[0]}{f' to {dates[-1]}' if dates[-1] != dates[0] else ''}. Suite: `{suite}`. Model: `{first['config']['model']}`. Training: {first['config']['steps']} steps x "
           f"{first['config']['batch_size']} queries, lr {first['config']['lr']}, max {first['config']['max_length']} tokens. "
           f"Runs: {sum(len(s) for s in runs.values())} ({total_minutes:.0f} min of compute"
           + (f", this sweep session {sweep_seconds / 60:.0f} min" if sweep_seconds else "") + ").", "",
@@ -195,7 +200,7 @@ def write_report(runs: dict[str, list[dict]], out: Path, *, comparisons: list[tu
     for task, t in next(iter(summaries.values()))["tasks"].items():
         md.append(f"| {task} | {t['family']} | " + " | ".join(f"{s['tasks'][task]['mean']:.4f}" if task in s["tasks"] else "" for s in summaries.values()) + " |")
 
-    results = {"title": title, "suite": suite, "environment": env, "commands": commands, "summaries": summaries, "comparisons": []}
+    results = {"title": title, "suite": suite, "environments": [dict(t) for t in dict.fromkeys(tuple(sorted(e.items())) for e in envs)], "commands": commands, "summaries": summaries, "comparisons": []}
     md += ["", "## Comparisons", "",
            f"diff = first minus second, family average. W p = Wilcoxon signed-rank over datasets (the paper's test). "
            f"Per-item: datasets where a paired bootstrap over items finds the first better / worse at p < {ALPHA} (seed 0 vs seed 0).", "",

@@ -108,10 +108,19 @@ def test_sweep_resumes_and_skips_finished_configurations(tiny, tmp_path, capsys)
         run.main(other)
     assert "M3-mltp/seed-0 was run with other settings (steps: finished 3, asked 4)" in capsys.readouterr().err
 
+    # A run from another session: other code, and (older format) its command only in its log.
+    older = tmp_path / "A1-mltp-noW" / "seed-0" / "results.json"
+    record = json.loads(older.read_text())
+    record["environment"]["git_revision"] = "feedbeef" * 5
+    del record["command"]
+    older.write_text(json.dumps(record))
     (tmp_path / "report.md").unlink()
     run.main(["ablation", "--report-only", "--out", str(tmp_path)])  # no model, data or device needed
     assert "study:" not in capsys.readouterr().out
-    assert "| ablation 1: layer weights on vs off (M3-mltp vs A1-mltp-noW) | sts |" in (tmp_path / "report.md").read_text()
+    report = (tmp_path / "report.md").read_text()
+    assert "| ablation 1: layer weights on vs off (M3-mltp vs A1-mltp-noW) | sts |" in report
+    assert "feedbeeffeed" in report and "Code: " in report and report.count(", ", report.index("Code: "), report.index(". Runs")) >= 1
+    assert f"`python run.py {' '.join(argv)}`" in report  # recovered from the older run's log.txt
 
 
 def test_probe_writes_per_block_scores_and_chart(tiny, tmp_path):
