@@ -35,7 +35,7 @@ from mltp.data import build_mixture_with_dropped, mixture_report
 from mltp.embedder import Embedder, EmbedderConfig
 from mltp.layers import describe_layers, parse_layers
 from mltp.lora import LoRAConfig, apply_lora
-from mltp.model import compile_blocks
+from mltp.model import COMPILE_MODES, compile_blocks
 from mltp.pooling import KINDS, PoolerConfig, build_pooler, count_parameters, last_token, masked_mean
 from mltp.tokenizer import load_tokenizer
 from mltp.train import TrainConfig, train
@@ -44,7 +44,6 @@ ROOT = Path(__file__).resolve().parent
 
 # Budgets by hardware. CPU: the quick suite and a short run, so the main job ends in about 15
 # minutes on 2 cores. GPU: the full suite and a run long enough to move a fresh pooler.
-COMPILE_MODES = ["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 BUDGETS = {
     "cpu": dict(suite="quick", steps=60, batch_size=16, max_length=64, lr=3e-4, warmup=6, seeds=1, dtype="float32"),
     "cuda": dict(suite="full", steps=1000, batch_size=64, max_length=256, lr=1e-4, warmup=100, seeds=3, dtype="bfloat16"),
@@ -379,29 +378,25 @@ def run_ablation(args: argparse.Namespace) -> None:
         # Seed-major order: a sweep cut short (time limit, crash) still has every configuration's
         # first seed, which is worth more than three seeds of a few configurations.
         slowest = 0.0
-        for seed in range(args.seeds):
-            for name in selected:
-                run_dir = out / name / f"seed-{seed}"
-                run_args = argparse.Namespace(**{**vars(args), **configs[name], "seed": seed})
-                run_args.no_layer_weights = configs[name].get("no_layer_weights", False)
-                run_args.layers = configs[name].get("layers", "all")
-                run_args.layer_token = run_args.tokens = None  # follow each configuration's attention
-                run_args = resolve(run_args, log=lambda m: None)
-                if (run_dir / "results.json").exists():
-                    check_same_budget(run_dir, run_args)
-                    print(f"[skip] {name} seed {seed}: finished earlier")
-                    continue
-                elapsed = time.perf_counter() - t0
-                if args.time_limit and slowest and elapsed + slowest > args.time_limit * 60:
-                    print(f"[stop] time limit: {elapsed / 60:.1f} of {args.time_limit:g} min used, the slowest run took "
-                          f"{slowest / 60:.1f} min; run the same command again to go on from {name} seed {seed}")
-                    break
-                started = time.perf_counter()
-                run_one(run_args, run_dir)
-                slowest = max(slowest, time.perf_counter() - started)
-            else:
+        for seed, name in [(seed, name) for seed in range(args.seeds) for name in selected]:
+            run_dir = out / name / f"seed-{seed}"
+            run_args = argparse.Namespace(**{**vars(args), **configs[name], "seed": seed})
+            run_args.no_layer_weights = configs[name].get("no_layer_weights", False)
+            run_args.layers = configs[name].get("layers", "all")
+            run_args.layer_token = run_args.tokens = None  # follow each configuration's attention
+            run_args = resolve(run_args, log=lambda m: None)
+            if (run_dir / "results.json").exists():
+                check_same_budget(run_dir, run_args)
+                print(f"[skip] {name} seed {seed}: finished earlier")
                 continue
-            break
+            elapsed = time.perf_counter() - t0
+            if args.time_limit and slowest and elapsed + slowest > args.time_limit * 60:
+                print(f"[stop] time limit: {elapsed / 60:.1f} of {args.time_limit:g} min used, the slowest run took "
+                      f"{slowest / 60:.1f} min; run the same command again to go on from {name} seed {seed}")
+                break
+            started = time.perf_counter()
+            run_one(run_args, run_dir)
+            slowest = max(slowest, time.perf_counter() - started)
     runs = {}
     for name in configs:
         seeds = sorted((out / name).glob("seed-*/results.json"))

@@ -54,7 +54,7 @@ from mltp.atomic import atomic_write_stem  # noqa: E402
 from mltp.config import ModelConfig, from_hf_config  # noqa: E402
 from mltp.lora import LoRAConfig, apply_lora, lora_parameters  # noqa: E402
 from mltp.loss import info_nce  # noqa: E402
-from mltp.model import Decoder, compile_blocks  # noqa: E402
+from mltp.model import COMPILE_MODES, Decoder, compile_blocks  # noqa: E402
 from mltp.layers import parse_layers  # noqa: E402
 from mltp.pooling import PoolerConfig, build_pooler  # noqa: E402
 
@@ -553,8 +553,7 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=None, help="timed repetitions per side (default cpu 5, cuda 20)")
     p.add_argument("--warmup", type=int, default=None, help="untimed repetitions per side (default cpu 1, cuda 5)")
     p.add_argument("--dtype", choices=["fp32", "bf16"], default=None, help="default: cpu fp32, cuda bf16")
-    p.add_argument("--compile", nargs="?", const="default", metavar="MODE",
-                   choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+    p.add_argument("--compile", nargs="?", const="default", metavar="MODE", choices=COMPILE_MODES,
                    help="torch.compile every mltp decoder block (mltp.model.compile_blocks); MODE as torch.compile's")
     p.add_argument("--baseline", choices=["transformers", "none"], default="transformers",
                    help="none: time mltp alone, parity against unpadded runs (needs no transformers)")

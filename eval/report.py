@@ -200,7 +200,7 @@ def write_report(runs: dict[str, list[dict]], out: Path, *, comparisons: list[tu
     for task, t in next(iter(summaries.values()))["tasks"].items():
         md.append(f"| {task} | {t['family']} | " + " | ".join(f"{s['tasks'][task]['mean']:.4f}" if task in s["tasks"] else "" for s in summaries.values()) + " |")
 
-    results = {"title": title, "suite": suite, "environments": [dict(t) for t in dict.fromkeys(tuple(sorted(e.items())) for e in envs)], "commands": commands, "summaries": summaries, "comparisons": []}
+    results = {"title": title, "suite": suite, "environments": envs, "commands": commands, "summaries": summaries, "comparisons": []}
     md += ["", "## Comparisons", "",
            f"diff = first minus second, family average. W p = Wilcoxon signed-rank over datasets (the paper's test). "
            f"Per-item: datasets where a paired bootstrap over items finds the first better / worse at p < {ALPHA} (seed 0 vs seed 0).", "",

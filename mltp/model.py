@@ -205,6 +205,10 @@ class Decoder(nn.Module):
         return self.lm_head(h_last)
 
 
+# torch.compile's modes, as run.py and bench.py offer them ("default" = torch.compile's mode=None).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
 def compile_blocks(model: Decoder, mode: str | None = None) -> Decoder:
     """torch.compile every block in place: the one compile switch (run.py --compile [MODE]).
 
@@ -218,6 +222,8 @@ def compile_blocks(model: Decoder, mode: str | None = None) -> Decoder:
     """
     import torch._inductor.config as inductor_config
 
+    if mode is not None and mode not in COMPILE_MODES:
+        raise ValueError(f"unknown compile mode {mode!r}; known: {', '.join(COMPILE_MODES)}")
     inductor_config.fallback_random = True
     for block in model.layers:
         block.compile(mode=None if mode == "default" else mode)

@@ -129,6 +129,8 @@ def test_compile_modes_reach_torch_compile(fixtures_dir, monkeypatch):
         eager = model(ids, mask)
         compile_blocks(model, "reduce-overhead")
         assert modes == ["reduce-overhead"] * len(model.layers)
+    with pytest.raises(ValueError, match="unknown compile mode 'fast'"):
+        compile_blocks(model, "fast")
         for a, b in zip(eager, model(ids, mask)):
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
