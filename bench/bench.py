@@ -16,6 +16,14 @@ left-padded batches of mixed lengths (uniform in [T/4, T], fixed seed). Two mode
   forward of a query and a positive batch, MLTP pooler, InfoNCE, backward, AdamW. mltp uses
   `mltp.lora.apply_lora`, transformers uses peft. Each side trains its own copy of the same pooler.
   Gradient checkpointing at the 7B shape on both sides.
+- train-joint: the same step with queries and positives left-padded into ONE batch and one forward
+  per side (what mltp's trainer does on a GPU: `mltp.train`, joint_forward). Both sides get it, so
+  the ratio still compares implementations, not training loops.
+
+Every row also counts the aten operators each side dispatches per call (forward, backward and
+optimizer, counted once after timing): on a GPU each is at least one kernel launch, and at the small
+shapes the launches, not the arithmetic, set the time. The `*-layout` shapes keep a real model's
+depth and head layout at a width of 8 per head: run on the CPU they time that host-side cost alone.
 
 Parity is asserted before anything is timed: every hidden state at the real tokens (relative error),
 and the first training loss (LoRA B starts at 0, so the two adapters start as the same no-op).
@@ -36,6 +44,7 @@ import contextlib
 import copy
 import datetime
 import importlib.metadata
+import math
 import os
 import platform
 import statistics
@@ -45,6 +54,7 @@ import traceback
 from pathlib import Path
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -75,6 +85,15 @@ SHAPES = {
                        tie_word_embeddings=False, rms_norm_eps=1e-5, rope_theta=10000.0,
                        sliding_window=4096, max_position_embeddings=32768),
 }
+
+
+def layout_of(spec: dict, head_dim: int = 8) -> dict:
+    """A real shape's depth and head layout at a tiny width: every operator, almost no arithmetic."""
+    width = spec["num_attention_heads"] * head_dim
+    return {**spec, "vocab_size": 256, "hidden_size": width, "intermediate_size": 2 * width}
+
+
+SHAPES |= {f"{name.split('-')[0]}-layout": layout_of(SHAPES[name]) for name in ("smollm2-135m", "qwen2-0.5b")}
 # Speed-up goals (mltp / transformers, both modes) and which shapes train with checkpointing.
 GOALS = {"smollm2-135m": 1.5, "qwen2-0.5b": 1.5, "mistral-7b": 1.1}
 CHECKPOINTED = {"mistral-7b"}
@@ -319,7 +338,8 @@ def peak_memory(fn, resident: int, device) -> int | None:
 
 def make_pooler(cfg: ModelConfig, device) -> torch.nn.Module:
     config = PoolerConfig(kind="mltp", hidden_size=cfg.hidden_size, num_layers=cfg.num_hidden_layers,
-                          layers="all", layer_token="eos")  # paper M3: causal model, EOS per block
+                          layers="all", layer_token="eos",  # paper M3: causal model, EOS per block
+                          head_dim=math.gcd(cfg.hidden_size, 64))  # 64, or what divides a layout shape's width
     return build_pooler(config).to(device)
 
 
@@ -383,12 +403,11 @@ def bench_shape(name: str, args, device, dtype, peak: float) -> list[dict]:
         lengths = mask.sum(1).tolist()
         flops = sum(forward_flops(cfg, lengths)) + pooler_flops(pooler.config, len(lengths))
         memory = {side: peak_memory(fns[side], footprint(m, pooler), device) for side, (m, _) in sides.items()}
-        rows.append(result_row(name, "encode", sum(lengths), seconds, memory, flops, peak, parity))
+        rows.append(result_row(name, "encode", sum(lengths), seconds, memory, flops, peak, parity, count_ops(fns)))
         progress(f"{name}: encode timed")
 
-    if "train" in args.modes:
-        rows.append(bench_train(name, args, device, dtype, peak, model, hf, cfg, pooler, q_batch, p_batch))
-        progress(f"{name}: train timed")
+    if any(m.startswith("train") for m in args.modes):
+        rows += bench_train(name, args, device, dtype, peak, model, hf, cfg, pooler, q_batch, p_batch)
     return rows
 
 
@@ -403,7 +422,16 @@ def progress(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def bench_train(name, args, device, dtype, peak, model, hf, cfg, pooler, q_batch, p_batch) -> dict:
+def join_left_padded(batches) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded (ids, mask) batches -> one batch padded on the left to the widest: (sum B, T)."""
+    width = max(ids.shape[1] for ids, _ in batches)
+    pad = torch.nn.functional.pad
+    ids = torch.cat([pad(ids, (width - ids.shape[1], 0)) for ids, _ in batches])  # pad id 0, as make_batch
+    mask = torch.cat([pad(mask, (width - mask.shape[1], 0)) for _, mask in batches])
+    return ids, mask
+
+
+def bench_train(name, args, device, dtype, peak, model, hf, cfg, pooler, q_batch, p_batch) -> list[dict]:
     checkpointed = {"on": True, "off": False, "auto": name in CHECKPOINTED}[args.checkpointing]
     apply_lora(model, LORA)
     model.gradient_checkpointing = checkpointed
@@ -415,51 +443,92 @@ def bench_train(name, args, device, dtype, peak, model, hf, cfg, pooler, q_batch
             enable_checkpointing_hf(hf)
         hf.train()
         sides["transformers"] = (hf, hf_states)
+    joint_batch = join_left_padded([q_batch, p_batch])
+    B = q_batch[0].shape[0]
+    rows = []
+    for mode in [m for m in args.modes if m.startswith("train")]:
+        steps = {}
+        for side, (m, forward) in sides.items():
+            with torch.no_grad():  # every mode starts from the no-op adapter (B = 0), as the first one did
+                for param_name, param in m.named_parameters():
+                    if "lora_B" in param_name:
+                        param.zero_()
+            side_pooler = copy.deepcopy(pooler).train()  # each side trains its own copy of one init
+            trainable = [p for p in m.parameters() if p.requires_grad] + list(side_pooler.parameters())
+            if side == "mltp" and len(trainable) != len(lora_parameters(m)) + len(list(side_pooler.parameters())):
+                raise AssertionError("apply_lora left base parameters trainable")
+            # foreach: the multi-tensor AdamW, what torch picks on a GPU (on a CPU it loops per tensor)
+            optimizer = torch.optim.AdamW(trainable, lr=1e-4, weight_decay=0.01, foreach=True)
 
-    steps = {}
-    for side, (m, forward) in sides.items():
-        side_pooler = copy.deepcopy(pooler).train()  # each side trains its own copy of one init
-        trainable = [p for p in m.parameters() if p.requires_grad] + list(side_pooler.parameters())
-        if side == "mltp" and len(trainable) != len(lora_parameters(m)) + len(list(side_pooler.parameters())):
-            raise AssertionError("apply_lora left base parameters trainable")
-        optimizer = torch.optim.AdamW(trainable, lr=1e-4, weight_decay=0.01)
+            def step(m=m, forward=forward, side_pooler=side_pooler, optimizer=optimizer, joint=mode == "train-joint"):
+                new_step()
+                if joint:  # one forward over queries and positives together, split after pooling
+                    q, p = side_pooler(forward(m, *joint_batch), joint_batch[1]).split(B)  # 2 x (B, D)
+                else:
+                    q = side_pooler(forward(m, *q_batch), q_batch[1])  # (B, D)
+                    p = side_pooler(forward(m, *p_batch), p_batch[1])  # (B, D)
+                loss = info_nce(q, p)
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                return loss.detach()
 
-        def step(m=m, forward=forward, side_pooler=side_pooler, optimizer=optimizer):
-            new_step()
-            q = side_pooler(forward(m, *q_batch), q_batch[1])  # (B, D)
-            p = side_pooler(forward(m, *p_batch), p_batch[1])  # (B, D)
-            loss = info_nce(q, p)
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            return loss.detach()
+            steps[side] = (step, m, side_pooler, optimizer)
 
-        steps[side] = (step, m, side_pooler, optimizer)
+        # First step from the identical start (LoRA B = 0): both losses must agree.
+        first = {side: float(s[0]()) for side, s in steps.items()}
+        if not all(torch.isfinite(torch.tensor(v)) for v in first.values()):
+            raise AssertionError(f"parity failed: {name} {mode} first training loss not finite: {first}")
+        loss_error = 0.0
+        if hf is not None:
+            loss_error = abs(first["mltp"] - first["transformers"]) / abs(first["transformers"])
+            check_parity(loss_error, dtype, f"{name} {mode} first training loss")
 
-    # First step from the identical start (LoRA B = 0): both losses must agree.
-    first = {side: float(s[0]()) for side, s in steps.items()}
-    if not all(torch.isfinite(torch.tensor(v)) for v in first.values()):
-        raise AssertionError(f"parity failed: {name} first training loss not finite: {first}")
-    loss_error = 0.0
-    if hf is not None:
-        loss_error = abs(first["mltp"] - first["transformers"]) / abs(first["transformers"])
-        check_parity(loss_error, dtype, f"{name} first training loss")
-
-    fns = {side: s[0] for side, s in steps.items()}
-    seconds = time_interleaved(fns, args.warmup, args.steps, device)
-    memory = {side: peak_memory(step, footprint(m, sp, opt), device) for side, (step, m, sp, opt) in steps.items()}
-    lengths = q_batch[1].sum(1).tolist() + p_batch[1].sum(1).tolist()
-    # The pooler trains fully: forward + input gradients + weight gradients = 3 x its forward.
-    flops = train_flops(cfg, lengths) + 3 * pooler_flops(pooler.config, len(lengths))
-    return result_row(name, "train", sum(lengths), seconds, memory, flops, peak,
-                      {"first_loss": first, "first_loss_rel_error": loss_error,
-                       "gradient_checkpointing": checkpointed})
+        fns = {side: s[0] for side, s in steps.items()}
+        seconds = time_interleaved(fns, args.warmup, args.steps, device)
+        memory = {side: peak_memory(step, footprint(m, sp, opt), device) for side, (step, m, sp, opt) in steps.items()}
+        lengths = q_batch[1].sum(1).tolist() + p_batch[1].sum(1).tolist()
+        # The pooler trains fully: forward + input gradients + weight gradients = 3 x its forward.
+        flops = train_flops(cfg, lengths) + 3 * pooler_flops(pooler.config, len(lengths))
+        rows.append(result_row(name, mode, sum(lengths), seconds, memory, flops, peak,
+                               {"first_loss": first, "first_loss_rel_error": loss_error,
+                                "gradient_checkpointing": checkpointed}, count_ops(fns)))
+        progress(f"{name}: {mode} timed")
+    return rows
 
 
-def result_row(shape, mode, tokens, seconds, memory, flops, peak, parity) -> dict:
+class OpCounter(TorchDispatchMode):
+    """Counts the aten operators dispatched below autograd (backward's included), and of those the
+    ones that compute: a view (transpose, reshape of a contiguous tensor...) costs host time but
+    launches no kernel."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = self.computing = 0
+
+    # Not views by schema, but they launch no kernel either: a reshape's alias, bare allocations.
+    NO_KERNEL = {"aten._unsafe_view", "aten.empty_like", "aten.empty", "aten.new_empty", "aten.empty_strided"}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops += 1
+        self.computing += not (func.is_view or str(func.overloadpacket) in self.NO_KERNEL)
+        return func(*args, **(kwargs or {}))
+
+
+def count_ops(fns: dict) -> dict[str, dict[str, int]]:
+    """{side: {"ops": all dispatched, "computing": non-view}} for one extra, untimed call each."""
+    counts = {}
+    for side, fn in fns.items():
+        with OpCounter() as counter:
+            fn()
+        counts[side] = {"ops": counter.ops, "computing": counter.computing}
+    return counts
+
+
+def result_row(shape, mode, tokens, seconds, memory, flops, peak, parity, ops) -> dict:
     row = {"shape": shape, "mode": mode, "real_tokens": tokens, "parity": parity,
            "seconds": seconds, "tokens_per_s": {s: tokens / t for s, t in seconds.items()},
-           "memory_bytes": memory, "mfu": {s: flops / t / peak for s, t in seconds.items()}}
+           "memory_bytes": memory, "mfu": {s: flops / t / peak for s, t in seconds.items()}, "ops": ops}
     if "transformers" in seconds:
         row["ratio"] = seconds["transformers"] / seconds["mltp"]
     return row
@@ -509,8 +578,8 @@ def table(meta: dict, rows: list[dict]) -> str:
         f"{meta['load_before']} / {meta['load_after']}",
         f"- command: `{meta['command']}`",
         "",
-        "| shape | mode | mltp tok/s | transformers tok/s | ratio | mltp mem | hf mem | MFU mltp / hf |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| shape | mode | mltp tok/s | transformers tok/s | ratio | mltp mem | hf mem | MFU mltp / hf | computing ops mltp / hf |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         tps, mem, mfu = r["tokens_per_s"], r["memory_bytes"], r["mfu"]
@@ -520,7 +589,8 @@ def table(meta: dict, rows: list[dict]) -> str:
             if hf else f"| {r['shape']} | {r['mode']} | {tps['mltp']:.0f} | - | - "
         )
         lines[-1] += (f"| {gib(mem.get('mltp'))} | {gib(mem.get('transformers'))} | "
-                      f"{100 * mfu['mltp']:.1f}% / {(100 * mfu['transformers']) if hf else float('nan'):.1f}% |")
+                      f"{100 * mfu['mltp']:.1f}% / {(100 * mfu['transformers']) if hf else float('nan'):.1f}% | "
+                      f"{r['ops']['mltp']['computing']} / {r['ops'].get('transformers', {}).get('computing', '-')} |")
     lines.append("")
     against = "transformers" if meta["baseline"] == "transformers" else "the same texts run unpadded"
     for r in rows:
@@ -547,7 +617,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--shapes", default=None, help=f"comma list of {list(SHAPES)}; default: cpu smollm2-135m, cuda the three real shapes")
-    p.add_argument("--modes", default="encode,train", help="comma list of encode, train")
+    p.add_argument("--modes", default="encode,train", help="comma list of encode, train, train-joint")
     p.add_argument("--batch", type=int, default=None, help="texts per batch (default cpu 4, cuda 32)")
     p.add_argument("--seq", type=int, default=256, help="T: longest text; lengths are uniform in [T/4, T]")
     p.add_argument("--steps", type=int, default=None, help="timed repetitions per side (default cpu 5, cuda 20)")
@@ -569,8 +639,8 @@ def parse_args(argv=None):
     if unknown:
         p.error(f"unknown shape(s) {unknown}; known: {list(SHAPES)}")
     args.modes = args.modes.split(",")
-    if not set(args.modes) <= {"encode", "train"} or not args.modes:
-        p.error(f"--modes must be a comma list of encode, train; got {args.modes}")
+    if not set(args.modes) <= {"encode", "train", "train-joint"} or not args.modes:
+        p.error(f"--modes must be a comma list of encode, train, train-joint; got {args.modes}")
     args.batch = args.batch or (32 if cuda else 4)
     args.steps = args.steps or (20 if cuda else 5)
     args.warmup = args.warmup if args.warmup is not None else (5 if cuda else 1)

@@ -134,8 +134,8 @@ def bar_chart(summaries: dict[str, dict], families: list[str], title: str) -> st
     return "\n".join(parts)
 
 
-def probe_chart(table: dict, title: str) -> str:
-    """Lines: family average per block, solid for eos pooling, dashed for mean pooling."""
+def probe_chart(table: dict, title: str, legend: str = "solid: eos token, dashed: mean") -> str:
+    """Lines: family average per block, solid for eos pooling (or any other mode), dashed for mean."""
     W, H, left, bottom, top = 900, 400, 60, 60, 60
     families = sorted({f for mode in table.values() for row in mode.values() for f in row["family_averages"]},
                       key=lambda f: FAMILY_ORDER.index(f) if f in FAMILY_ORDER else 99)
@@ -154,13 +154,12 @@ def probe_chart(table: dict, title: str) -> str:
     for layer in layers:  # one tick per probed block
         parts.append(f'<text x="{x(layer):.1f}" y="{H - bottom + 16}" text-anchor="middle">{layer}</text>')
     for fi, family in enumerate(families):
-        for mode, dash in (("eos", ""), ("mean", ' stroke-dasharray="5,4"')):
-            if mode not in table:
-                continue
+        for mode in table:
+            dash = ' stroke-dasharray="5,4"' if mode == "mean" else ""
             pts = " ".join(f"{x(int(layer)):.1f},{y(row['family_averages'][family]):.1f}" for layer, row in sorted(table[mode].items(), key=lambda kv: int(kv[0])) if family in row["family_averages"])
             parts.append(f'<polyline fill="none" stroke="{colours[fi % 4]}" stroke-width="2"{dash} points="{pts}"><title>{family} ({mode})</title></polyline>')
         parts.append(f'<text x="{left + 10 + fi * 150}" y="{top - 14}" fill="{colours[fi % 4]}" font-size="12">{family}</text>')
-    parts.append(f'<text x="{W - 240}" y="{top - 14}">solid: eos token, dashed: mean</text></svg>')
+    parts.append(f'<text x="{W - 20}" y="{top - 14}" text-anchor="end">{legend}</text></svg>')
     return "\n".join(parts)
 
 
@@ -178,11 +177,17 @@ def write_report(runs: dict[str, list[dict]], out: Path, *, comparisons: list[tu
     machines = sorted({f"{e['device']}, torch {e['torch']}" for e in envs})
     codes = sorted({e["git_revision"][:12] + (" (uncommitted changes)" if e.get("git_dirty") else "") for e in envs})
     dates = sorted(e["date"] for e in envs)
+    # One forward per step or three (mltp.train joint_forward): the same model and loss, different
+    # dropout noise; runs from before the option existed made three.
+    forwards = [("joint forward" if s["config"].get("joint_forward") else "separate forwards")
+                for seeds in runs.values() for s in seeds if s["config"].get("steps") and not s["config"].get("eval_only")]
+    forward_note = ", ".join(f"{mode} ({forwards.count(mode)} run{'s' if forwards.count(mode) > 1 else ''})" for mode in sorted(set(forwards))) if forwards else ""
 
     md = [f"# {title}", "",
           f"Machine: {'; '.join(machines)}. Code: {', '.join(codes)}. "
           f"Runs dated {dates[0]}{f' to {dates[-1]}' if dates[-1] != dates[0] else ''}. Suite: `{suite}`. Model: `{first['config']['model']}`. Training: {first['config']['steps']} steps x "
-          f"{first['config']['batch_size']} queries, lr {first['config']['lr']}, max {first['config']['max_length']} tokens. "
+          f"{first['config']['batch_size']} queries, lr {first['config']['lr']}, max {first['config']['max_length']} tokens"
+          + (f", {forward_note} per step" if forward_note else "") + ". "
           f"Runs: {sum(len(s) for s in runs.values())} ({total_minutes:.0f} min of compute"
           + (f", this sweep session {sweep_seconds / 60:.0f} min" if sweep_seconds else "") + ").", "",
           "Reproduce: " + "; ".join(f"`{c}`" for c in commands), "",

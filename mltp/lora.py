@@ -109,6 +109,9 @@ class LoRALinear(nn.Module):
         a = self.lora_A.to(x.dtype)  # (R, I)
         b = self.lora_B.to(x.dtype)  # (O, R)
         update = F.linear(F.linear(self.lora_dropout(x), a), b)  # (N, I) -> (N, R) -> (N, O)
+        # Not torch.add(y, update, alpha=scaling), one kernel fewer: torch.compile (inductor, torch
+        # 2.13 on the CPU) drops that alpha after a matmul and returns y + update. Caught by
+        # tests/test_model.py (compiled vs eager training); reproduced in four lines outside mltp.
         return y + update * self.scaling
 
     @torch.no_grad()

@@ -15,6 +15,13 @@ residual) with rotary position embeddings in Hugging Face's split-half conventio
 - Pad queries may attend to themselves, so no softmax row is empty (an all-masked row gives NaN);
   their outputs are meaningless and every pooler ignores them.
 - No KV cache and no LM head by default: this decoder embeds, it does not generate.
+
+Speed. At the default model's size a GPU waits on the host issuing kernels, not on arithmetic
+(bench/README.md: 1-13% MFU on an H100), so the forward issues as few operators as the math allows:
+one fused RMSNorm, RoPE as a roll and an addcmul with the sign folded into the sin table, the
+padding mask turned into SDPA's additive bias once per forward instead of inside SDPA per block,
+and tokens kept flat (B*T, D) through the projections. Same math as transformers (the parity tests
+hold); bench/bench.py counts the operators each side dispatches.
 """
 from __future__ import annotations
 
@@ -34,25 +41,34 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Computed in fp32 and cast back before the scale, exactly as transformers' LlamaRMSNorm.
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x32.to(x.dtype)
+        # Normalised in fp32 and cast back before the scale, as transformers' LlamaRMSNorm. F.rms_norm
+        # is one fused kernel on CUDA (torch >= 2.9) where the spelled-out x * rsqrt(mean(x^2) + eps)
+        # launches five: at these model sizes the GPU waits on launches, not on arithmetic.
+        normed = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)
+        return self.weight * normed.to(x.dtype)
 
 
 def rope_tables(positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype):
-    """cos/sin tables (B, T, Dh) for the split-half rotation, computed in fp32."""
+    """cos and signed sin tables (B, 1, T, Dh) for the split-half rotation, computed in fp32.
+
+    The sin table carries rotate_half's sign (-sin on the first half, +sin on the second), so
+    `apply_rope` needs a roll instead of chunk + negate + cat: once per forward here, not per block.
+    """
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim))
     freqs = positions.float()[..., None] * inv_freq  # (B, T, Dh/2)
-    angles = torch.cat([freqs, freqs], dim=-1)  # (B, T, Dh): split-half, not interleaved
-    return angles.cos().to(dtype), angles.sin().to(dtype)
+    cos = freqs.cos()  # (B, T, Dh/2)
+    sin = freqs.sin()
+    # split-half, not interleaved: dimension i and i + Dh/2 share angle i. (B, 1, T, Dh): the 1
+    # broadcasts over heads, added here once rather than in every block.
+    return torch.cat([cos, cos], dim=-1)[:, None].to(dtype), torch.cat([-sin, sin], dim=-1)[:, None].to(dtype)
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    # x (B, H, T, Dh); rotate_half pairs dimension i with i + Dh/2 (HF convention).
-    x1, x2 = x.chunk(2, dim=-1)
-    rotated = torch.cat([-x2, x1], dim=-1)
-    return x * cos[:, None] + rotated * sin[:, None]
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    # x (B, H, T, Dh). HF: x * cos + rotate_half(x) * sin, rotate_half(x) = [-x2, x1]
+    # = roll(x, Dh/2) * [-1 | +1]; the sign lives in `signed_sin`. Three kernels instead of five;
+    # addcmul rounds once where HF rounds the product and the sum apart (bf16: <= 1 ulp apart).
+    rolled = x.roll(x.shape[-1] // 2, dims=-1)  # [x2, x1]
+    return torch.addcmul(x * cos, rolled, signed_sin)  # cos, signed_sin (B, 1, T, Dh)
 
 
 def attention_mask_4d(
@@ -75,6 +91,20 @@ def attention_mask_4d(
     return allowed
 
 
+def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The boolean mask as SDPA's additive bias: 0 where allowed, -inf elsewhere; (B or 1, 1, T, T).
+
+    SDPA turns a boolean mask into this bias itself, on every call: three kernels per block (two
+    scalar fills and a `where`) that one conversion per forward replaces. The rows are laid out
+    with a stride rounded up to 16 elements, the alignment the memory-efficient CUDA kernel wants
+    for its bias (it copies a misaligned one, again per call); the view shows exactly T columns.
+    """
+    *lead, T_q, T_k = allowed.shape
+    stride = -(-T_k // 16) * 16
+    bias = torch.empty(*lead, T_q, stride, dtype=dtype, device=allowed.device)[..., :T_k]  # (.., T, T) view
+    return bias.copy_(torch.zeros((), dtype=dtype, device=allowed.device).masked_fill(~allowed, float("-inf")))
+
+
 def reference_attention(q, k, v, mask):
     """The math SDPA performs, spelled out (used by tests; q (B,H,T,Dh), k/v (B,K,T,Dh))."""
     groups = q.shape[1] // k.shape[1]
@@ -82,7 +112,7 @@ def reference_attention(q, k, v, mask):
     v = v.repeat_interleave(groups, dim=1)
     scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])  # (B, H, T, T)
     if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
     return scores.float().softmax(-1).to(q.dtype) @ v  # (B, H, T, Dh)
 
 
@@ -97,7 +127,9 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, D, bias=cfg.o_bias)
 
     def forward(self, x, cos, sin, mask, causal: bool):
-        B, T, _ = x.shape
+        # x (B*T, D): tokens stay flat through the projections, whose F.linear on a 2-D input is one
+        # matmul call (on 3-D it adds a view and an unsafe_view per projection, host time per call).
+        B, T = cos.shape[0], cos.shape[2]
         q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, Dh)
         k = self.k_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)  # (B, K, T, Dh)
         v = self.v_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)  # (B, K, T, Dh)
@@ -109,7 +141,7 @@ class Attention(nn.Module):
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=causal and mask is None, enable_gqa=gqa
         )  # (B, H, T, Dh)
-        return self.o_proj(out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
+        return self.o_proj(out.transpose(1, 2).reshape(B * T, self.n_heads * self.head_dim))  # (B*T, D)
 
 
 class MLP(nn.Module):
@@ -132,6 +164,7 @@ class Block(nn.Module):
         self.mlp = MLP(cfg)
 
     def forward(self, x, cos, sin, mask, causal: bool):
+        # x (B*T, D) -> (B*T, D); cos/sin (B, 1, T, Dh) carry B and T
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, causal)
         return x + self.mlp(self.post_attention_layernorm(x))
 
@@ -181,19 +214,23 @@ class Decoder(nn.Module):
             positions = torch.arange(T, device=input_ids.device).expand(B, T)  # (B, T)
         else:
             positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, T), pads reuse 0
-        mask = attention_mask_4d(attention_mask, T, causal, window, input_ids.device)
-
         x = self.embed_tokens(input_ids)  # (B, T, D)
-        cos, sin = rope_tables(positions, cfg.head_dim, cfg.rope_theta, x.dtype)
+        mask = attention_mask_4d(attention_mask, T, causal, window, input_ids.device)
+        if mask is not None:
+            # In the dtype SDPA will see: the autocast dtype under autocast (SDPA casts to it).
+            dev = input_ids.device.type
+            mask = additive_mask(mask, torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype)
+        cos, sin = rope_tables(positions, cfg.head_dim, cfg.rope_theta, x.dtype)  # (B, 1, T, Dh): heads broadcast
         states = [x]
+        x = x.view(B * T, -1)  # (B*T, D): see Attention.forward
         for block in self.layers[:n_blocks]:
             if self.gradient_checkpointing and self.training:
                 x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, mask, causal, use_reentrant=False)
             else:
                 x = block(x, cos, sin, mask, causal)
-            states.append(x)
+            states.append(x.view(B, T, -1))
         if n_blocks == cfg.num_hidden_layers:
-            states[-1] = self.norm(x)
+            states[-1] = self.norm(states[-1])
         return tuple(states)
 
     def logits(self, h_last: torch.Tensor) -> torch.Tensor:

@@ -54,6 +54,9 @@ class CrossAttentionBlock(nn.Module):
         self.norm_ff = nn.LayerNorm(dim)
         self.ff_in = nn.Linear(dim, 2 * ff_mult * dim)
         self.ff_out = nn.Linear(ff_mult * dim, dim)
+        # A list to switch recording on (run.py probe --pooler): each forward appends the share of
+        # attention each context row got, averaged over heads and queries, (B, K) on the CPU.
+        self.record: list[torch.Tensor] | None = None
 
     def forward(
         self, queries: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor | None = None
@@ -75,6 +78,8 @@ class CrossAttentionBlock(nn.Module):
         if context_mask is not None:
             scores = scores.masked_fill(~context_mask[:, None, None, :], float("-inf"))
         probs = torch.softmax(scores, dim=-1)  # (B, H, Q, K)
+        if self.record is not None:
+            self.record.append(probs.detach().mean(dim=(1, 2)).cpu())  # (B, K), rows sum to 1
         out = probs.to(v.dtype) @ v  # (B, H, Q, E)
         out = out.transpose(1, 2).reshape(B, Q, H * E)  # (B, Q, H*E), heads packed head-major
         return self.to_out(out)  # (B, Q, D)

@@ -9,12 +9,17 @@
 # joined in /tmp/stage, which a warm machine keeps between calls. Every step has its own timeout
 # that ends inside the call's limit, and whatever it wrote is packed into $OUT, so a failed or cut
 # step still returns its log. Environment: STUDY_MINUTES (c: the sweep's --time-limit, default 6),
-# STUDY_ARGS (c: training budget flags), BENCH_COMPILE_MODE (a: default reduce-overhead). MLTP_GIT_REVISION defaults to the revision gpu_pack.sh
-# recorded (the machine's copy may carry a stale .git; run.py records this variable instead).
+# STUDY_ARGS (c: training budget flags), BENCH_COMPILE_MODE (a: default reduce-overhead; "none"
+# skips the compiled benchmark), BENCH_SECONDS (a: the eager benchmark's cap, default 200),
+# PROBE_SECONDS (c: time for `run.py probe --pooler` on the new MLTP runs, default 90).
+# MLTP_GIT_REVISION defaults to the revision gpu_pack.sh recorded (the machine's copy may carry a
+# stale .git; run.py records this variable instead).
 #
 # The study goes on across sessions: stage c starts from the runs committed in results/h100-study
 # (finished configurations are skipped) and returns the whole directory in $OUT/study.tar.gz;
-# unpack it over results/h100-study and commit (results/README.md).
+# unpack it over results/h100-study and commit (results/README.md). Since 2026-11-25 (second
+# session) the GPU trains with one joint forward per step; the first session's three runs, made
+# with separate forwards, are results/h100-pilot and are not mixed in (run.py BUDGET_KEYS).
 set -u
 stage=${1:?usage: gpu_session.sh a|b|c}
 cd "$(dirname "$0")/.."
@@ -37,10 +42,14 @@ a)
     log "sdpa check"
     timeout 40 $PY bench/sdpa_gqa.py --out "$S/bench/sdpa-gqa-h100" 2>&1 | tee "$S/bench/sdpa.log"
     log "benchmark, eager"
-    timeout 150 $PY bench/bench.py --device cuda --steps 10 --warmup 3 --out "$S/bench/h100" 2>&1 | tee "$S/bench/eager.log"
-    log "benchmark, torch.compile ${BENCH_COMPILE_MODE:-reduce-overhead} (SmolLM2 shape)"
-    # Compiling 30 blocks for three batch shapes, forward and backward, took over 75 s (2026-11-25).
-    timeout 180 $PY bench/bench.py --device cuda --compile "${BENCH_COMPILE_MODE:-reduce-overhead}" --shapes smollm2-135m --steps 10 --warmup 3 --out "$S/bench/h100-compile" 2>&1 | tee "$S/bench/compile.log"
+    timeout "${BENCH_SECONDS:-200}" $PY bench/bench.py --device cuda --modes encode,train,train-joint --steps 10 --warmup 3 \
+        --out "$S/bench/h100" 2>&1 | tee "$S/bench/eager.log"
+    if [ "${BENCH_COMPILE_MODE:-reduce-overhead}" != none ]; then
+        log "benchmark, torch.compile ${BENCH_COMPILE_MODE:-reduce-overhead} (SmolLM2 shape, encode)"
+        # Compiling 30 blocks for three batch shapes, forward and backward, took over 75 s (2026-11-25).
+        timeout 120 $PY bench/bench.py --device cuda --compile "${BENCH_COMPILE_MODE:-reduce-overhead}" --shapes smollm2-135m \
+            --modes encode --steps 10 --warmup 3 --out "$S/bench/h100-compile" 2>&1 | tee "$S/bench/compile.log"
+    fi
     tar czf "$OUT/bench.tar.gz" -C "$S" bench
     ;;
 b)
@@ -70,6 +79,16 @@ c)
         ${STUDY_ARGS:---steps 150 --batch-size 64 --max-length 128 --lr 2e-4} \
         --data-dir "$S/data" --out "$S/study" --time-limit "$minutes" 2>&1 | tee "$OUT/study.log"
     $PY run.py ablation --report-only --out "$S/study"
+    # Where each trained MLTP pooler attends (run.py probe --pooler), while its weights are here:
+    # final/ never leaves this machine. Runs that already have it are skipped.
+    end=$(( $(date +%s) + ${PROBE_SECONDS:-90} ))
+    for final in "$S"/study/*/seed-*/final; do
+        grep -q '"kind": "mltp"' "$final/pooler_config.json" 2>/dev/null || continue
+        [ -f "$(dirname "$final")/pooler-attention/pooler_attention.json" ] && continue
+        left=$(( end - $(date +%s) )); [ "$left" -gt 10 ] || break
+        log "pooler attention: $final"
+        timeout "$left" $PY run.py probe --pooler "$final" --suite quick --data-dir "$S/data" 2>&1 | tail -5
+    done
     tar czf "$OUT/study.tar.gz" --exclude=checkpoints --exclude=final -C "$S" study
     ;;
 *)

@@ -40,15 +40,23 @@ def tiny_model(seed=0):
 def test_cpu_run_without_transformers_writes_table_and_json(tmp_path, one_thread):
     stem = tmp_path / "tiny"
     result = bench.main(["--device", "cpu", "--shapes", "tiny", "--baseline", "none", "--batch", "3",
-                         "--seq", "16", "--steps", "2", "--warmup", "0", "--threads", "1", "--out", str(stem)])
+                         "--seq", "16", "--steps", "2", "--warmup", "0", "--threads", "1", "--out", str(stem),
+                         "--modes", "encode,train,train-joint"])
     on_disk = json.loads(stem.with_suffix(".json").read_text())
     markdown = stem.with_suffix(".md").read_text()
     assert on_disk["table"] == markdown == result["table"]
-    assert [(r["shape"], r["mode"]) for r in on_disk["rows"]] == [("tiny", "encode"), ("tiny", "train")]
-    header = "| shape | mode | mltp tok/s | transformers tok/s | ratio | mltp mem | hf mem | MFU mltp / hf |"
+    assert [(r["shape"], r["mode"]) for r in on_disk["rows"]] == [("tiny", "encode"), ("tiny", "train"), ("tiny", "train-joint")]
+    header = "| shape | mode | mltp tok/s | transformers tok/s | ratio | mltp mem | hf mem | MFU mltp / hf | computing ops mltp / hf |"
     assert header in markdown and "| tiny | encode |" in markdown and "| tiny | train |" in markdown
     assert "torch " + torch.__version__ in markdown
-    encode, train = on_disk["rows"]
+    encode, train, joint = on_disk["rows"]
+    # Operators per call: a training step dispatches its forward, backward and optimizer; the joint
+    # step runs the model once instead of twice over the same texts, so it dispatches fewer.
+    ops = [row["ops"]["mltp"] for row in (encode, joint, train)]
+    assert 0 < ops[0]["ops"] < ops[1]["ops"] < ops[2]["ops"], ops
+    assert all(0 < o["computing"] < o["ops"] for o in ops), ops  # some are views (transposes, head splits)
+    assert joint["real_tokens"] == train["real_tokens"] and math.isfinite(joint["parity"]["first_loss"]["mltp"])
+    assert joint["parity"]["first_loss"]["mltp"] == pytest.approx(train["parity"]["first_loss"]["mltp"], rel=1e-5)
     # Same seed, same batches: the encode batch holds 3 texts of 4..16 tokens.
     g = torch.Generator().manual_seed(0)
     _, mask = bench.make_batch(3, 16, 256, g, "cpu")
@@ -61,6 +69,26 @@ def test_cpu_run_without_transformers_writes_table_and_json(tmp_path, one_thread
         assert row["memory_bytes"]["mltp"] is None  # CUDA only
         assert "ratio" not in row and "transformers" not in row["tokens_per_s"]
     assert on_disk["goals"] == []  # no baseline, no goals
+
+
+def test_join_left_padded_keeps_every_row_right_aligned():
+    g = torch.Generator().manual_seed(0)
+    a, b = bench.make_batch(3, 8, 50, g, "cpu"), bench.make_batch(2, 20, 50, g, "cpu")
+    ids, mask = bench.join_left_padded([a, b])
+    width = max(a[0].shape[1], b[0].shape[1])
+    assert ids.shape == mask.shape == (5, width)
+    for row, (src_ids, src_mask, i) in enumerate([(a[0], a[1], 0), (a[0], a[1], 1), (a[0], a[1], 2), (b[0], b[1], 0), (b[0], b[1], 1)]):
+        n = int(src_mask[i].sum())
+        assert int(mask[row].sum()) == n and torch.equal(ids[row, width - n:], src_ids[i, -n:])
+        assert bool((ids[row, : width - n] == 0).all())
+
+
+def test_layout_shapes_keep_depth_and_heads_at_a_tiny_width():
+    for name, real in (("smollm2-layout", "smollm2-135m"), ("qwen2-layout", "qwen2-0.5b")):
+        shape, full = bench.SHAPES[name], bench.SHAPES[real]
+        for key in ("num_hidden_layers", "num_attention_heads", "num_key_value_heads", "model_type"):
+            assert shape[key] == full[key], (name, key)
+        assert shape["hidden_size"] == 8 * full["num_attention_heads"] and shape["vocab_size"] == 256
 
 
 def test_make_batch_is_left_padded_mixed_lengths_and_seeded():

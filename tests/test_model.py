@@ -5,7 +5,7 @@ from safetensors.torch import load_file
 
 import mltp
 from mltp.lora import LoRAConfig, apply_lora, lora_parameters
-from mltp.model import attention_mask_4d, compile_blocks, reference_attention
+from mltp.model import additive_mask, attention_mask_4d, compile_blocks, reference_attention
 
 ARCHS = ["llama", "mistral", "qwen2"]
 
@@ -93,6 +93,12 @@ def test_sdpa_path_equals_written_out_attention(causal):
     mask = attention_mask_4d(key_mask, T, causal, None, "cpu")
     sdpa = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
     torch.testing.assert_close(sdpa, reference_attention(q, k, v, mask), atol=1e-5, rtol=0)
+    # The decoder hands SDPA an additive bias (0 / -inf) instead, rows strided to 16 elements.
+    bias = additive_mask(mask, q.dtype)
+    assert bias.shape == mask.shape and bias.stride(-2) == 16 and torch.equal(bias == 0, mask)
+    assert bool(torch.isneginf(bias[~mask.expand_as(bias)]).all())
+    with_bias = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias, enable_gqa=True)
+    torch.testing.assert_close(with_bias, sdpa, atol=1e-6, rtol=0)
 
 
 def test_bidirectional_sliding_window_is_refused(fixtures_dir):

@@ -6,6 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from mltp.perceiver import CrossAttentionBlock
 from mltp.pooling import (
     CONFIG_FILE,
     KINDS,
@@ -262,3 +263,23 @@ def test_default_widths_and_parameter_count():
     assert 1.27e9 < count_parameters(official) < 1.29e9  # paper.md: ~1.28B at d = 4096
     assert count_parameters(small) == by_hand(576, 30, 128, 576, 4, True)
     assert count_parameters(PoolerConfig(kind="layer-mean", hidden_size=576, num_layers=30, layer_token="eos")) == 0
+
+
+def test_cross_attention_records_the_attention_it_applies():
+    # The recorded shares are the softmax the block applies, averaged over heads and latents:
+    # recomputed here from the block's own weights, written out with einsum.
+    torch.manual_seed(0)
+    block = CrossAttentionBlock(dim=16, num_heads=2, head_dim=4, ff_mult=2).double()
+    queries, context = torch.randn(3, 5, 16, dtype=torch.float64), torch.randn(3, 7, 16, dtype=torch.float64)
+    block.record = []
+    block(queries, context)
+    (shares,) = block.record
+    lq = torch.nn.functional.layer_norm(queries, (16,), block.norm_query.weight, block.norm_query.bias, block.norm_query.eps)
+    lc = torch.nn.functional.layer_norm(context, (16,), block.norm_context.weight, block.norm_context.bias, block.norm_context.eps)
+    q = (lq @ block.to_q.weight.T).view(3, 5, 2, 4)  # (B, Q, H, E)
+    k = (lc @ block.to_kv.weight[:8].T).view(3, 7, 2, 4)  # (B, K, H, E): k is the first half of to_kv
+    probs = torch.einsum("bqhe,bkhe->bhqk", q, k).div(2.0).softmax(-1)  # / sqrt(E = 4)
+    torch.testing.assert_close(shares, probs.mean(dim=(1, 2)))
+    assert shares.shape == (3, 7)
+    block.record = None
+    block(queries, context)  # recording off: nothing kept

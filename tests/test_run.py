@@ -31,6 +31,9 @@ def test_every_documented_flag_parses():
     sweep = run.parse(["ablation", "--time-limit", "7.5", "--report-only"])
     assert sweep.time_limit == 7.5 and sweep.report_only
     assert run.parse(["probe", "--every", "5"]).every == 5
+    assert run.parse(["probe", "--pooler", "runs/x/final"]).pooler == "runs/x/final"
+    assert run.parse(["--joint-forward"]).joint_forward is True and run.parse(["--no-joint-forward"]).joint_forward is False
+    assert run.parse([]).joint_forward is None  # resolved by hardware: on a GPU, on a CPU not
 
 
 @pytest.mark.parametrize(
@@ -75,6 +78,7 @@ def test_main_job_writes_a_complete_run_directory(tiny, tmp_path):
         assert 0.0 <= abs(task["main_score"]) <= 1.0 and task["per_item"] and task["n_items"] > 0
     log = (out / "log.txt").read_text()
     assert "layers middle4 -> 4 of 6 blocks: 2-5" in log and "training mixture" in log and "layer weights: OFF" in log
+    assert "separate forwards per step" in log and record["config"]["joint_forward"] is False  # the CPU default
 
 
 def test_sweep_resumes_and_skips_finished_configurations(tiny, tmp_path, capsys):
@@ -107,11 +111,22 @@ def test_sweep_resumes_and_skips_finished_configurations(tiny, tmp_path, capsys)
     with pytest.raises(SystemExit):
         run.main(other)
     assert "M3-mltp/seed-0 was run with other settings (steps: finished 3, asked 4)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # one forward per step draws other dropout masks than three
+        run.main(argv + ["--joint-forward"])
+    assert "(joint_forward: finished False, asked True)" in capsys.readouterr().err
+    # Runs recorded before joint_forward existed made separate forwards: they still count as such.
+    finished = tmp_path / "M3-mltp" / "seed-0" / "results.json"
+    record = json.loads(finished.read_text())
+    del record["config"]["joint_forward"]
+    finished.write_text(json.dumps(record))
+    run.main(argv)
+    assert "[skip] M3-mltp seed 0" in capsys.readouterr().out
 
     # A run from another session: other code, and (older format) its command only in its log.
     older = tmp_path / "A1-mltp-noW" / "seed-0" / "results.json"
     record = json.loads(older.read_text())
     record["environment"]["git_revision"] = "feedbeef" * 5
+    record["config"]["joint_forward"] = True  # as a GPU session's run would be
     del record["command"]
     older.write_text(json.dumps(record))
     (tmp_path / "report.md").unlink()
@@ -121,6 +136,28 @@ def test_sweep_resumes_and_skips_finished_configurations(tiny, tmp_path, capsys)
     assert "| ablation 1: layer weights on vs off (M3-mltp vs A1-mltp-noW) | sts |" in report
     assert "feedbeeffeed" in report and "Code: " in report and report.count(", ", report.index("Code: "), report.index(". Runs")) >= 1
     assert f"`python run.py {' '.join(argv)}`" in report  # recovered from the older run's log.txt
+    assert "joint forward (1 run), separate forwards (1 run) per step" in report
+
+
+def test_pooler_probe_reports_attention_per_block_and_family(tiny, tmp_path, capsys):
+    out = tmp_path / "run"
+    run.main(["--model", tiny, "--pool", "mltp", "--layers", "2,4,6", *TINY_RUN, "--out", str(out)])
+    trained = json.loads((out / "results.json").read_text())
+    probe = tmp_path / "probe"
+    run.main(["probe", "--model", tiny, "--pooler", str(out / "final"), *TINY_RUN, "--out", str(probe)])
+    record = json.loads((probe / "pooler_attention.json").read_text())
+    assert record["layers"] == [2, 4, 6] and set(record["families"]) == {"sts", "retrieval", "classification", "clustering"}
+    for shares in [*record["families"].values(), *(t["shares"] for t in record["tasks"].values())]:
+        assert len(shares) == 3 and abs(sum(shares) - 1) < 1e-5 and min(shares) > 0  # a softmax over 3 blocks
+    assert len(record["layer_weight_norms"]) == 3 and min(record["layer_weight_norms"]) > 0
+    # The probe re-evaluates the saved embedder: the same scores as the run that trained it.
+    for name, task in record["tasks"].items():
+        assert abs(task["main_score"] - trained["tasks"][name]["main_score"]) < 1e-6, name
+    assert (probe / "pooler_attention.svg").read_text().startswith("<svg")
+    assert "most attended blocks" in (probe / "log.txt").read_text()
+    with pytest.raises(SystemExit):
+        run.main(["probe", "--model", tiny, "--pooler", str(tmp_path), *TINY_RUN])
+    assert "no embedder.json there" in capsys.readouterr().err
 
 
 def test_probe_writes_per_block_scores_and_chart(tiny, tmp_path):

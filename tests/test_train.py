@@ -1,4 +1,5 @@
 """The training loop on the tiny random model: what changes, that it learns, resume, NaN stop."""
+import dataclasses
 import json
 
 import pytest
@@ -9,7 +10,7 @@ from mltp.data import Pair
 from mltp.embedder import Embedder, EmbedderConfig
 from mltp.lora import LoRAConfig, apply_lora
 from mltp.pooling import PoolerConfig, build_pooler
-from mltp.train import NonFiniteLossError, TrainConfig, latest_checkpoint, plan_batches, train
+from mltp.train import NonFiniteLossError, TrainConfig, batch_loss, latest_checkpoint, plan_batches, train
 
 
 def make_rows(n=48):
@@ -22,13 +23,13 @@ def make_rows(n=48):
     return rows
 
 
-def make_embedder(fixtures_dir, kind="mltp", lora=True, layer_weights=True):
+def make_embedder(fixtures_dir, kind="mltp", lora=True, layer_weights=True, dropout=0.1):
     model = mltp.load_model(fixtures_dir / "tiny")
     cfg = model.config
     pooler = build_pooler(PoolerConfig(kind=kind, hidden_size=cfg.hidden_size, num_layers=cfg.num_hidden_layers,
                                        layers="all", layer_token="eos", num_latents=8,
                                        layer_weights=layer_weights))
-    lora_config = LoRAConfig(r=4, alpha=8, dropout=0.1) if lora else None
+    lora_config = LoRAConfig(r=4, alpha=8, dropout=dropout) if lora else None
     if lora:
         apply_lora(model, lora_config)
     emb = Embedder(model, mltp.load_tokenizer(fixtures_dir / "tiny"), pooler, EmbedderConfig(model=str(fixtures_dir / "tiny")))
@@ -60,6 +61,39 @@ def test_training_lowers_the_loss(fixtures_dir, tmp_path):
     losses = [json.loads(line)["loss"] for line in (tmp_path / "train_history.jsonl").read_text().splitlines()]
     first, last = sum(losses[:4]) / 4, sum(losses[-4:]) / 4
     assert last < first - 0.3, (first, last)
+
+
+def test_joint_forward_is_one_forward_with_the_same_loss_and_gradients(fixtures_dir):
+    # Joint pads queries, positives and negatives together (to the longest of all) and runs the
+    # model once; with dropout off it must give the loss and gradients of three separate forwards.
+    rows = make_rows(8)
+    rows[2] = dataclasses.replace(rows[2], negative=None)
+    rows[5] = dataclasses.replace(rows[5], positive="a much longer positive text " * 2)  # lengths differ per group
+    torch.manual_seed(0)
+    emb, _ = make_embedder(fixtures_dir, dropout=0.0)
+    with torch.no_grad():
+        for name, p in emb.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)  # a trained-looking adapter, so LoRA contributes to the gradients
+    emb.train()
+    results = {}
+    for joint in (False, True):
+        calls = []
+        handle = emb.register_forward_hook(lambda m, args, out: calls.append(args[0].shape))
+        emb.zero_grad(set_to_none=True)
+        loss, n_tokens = batch_loss(emb, rows, TrainConfig(max_length=96, joint_forward=joint))
+        loss.backward()
+        handle.remove()
+        grads = {n: p.grad.clone() for n, p in emb.named_parameters() if p.grad is not None}
+        results[joint] = (loss.item(), n_tokens, grads, calls)
+    (l_sep, t_sep, g_sep, c_sep), (l_joint, t_joint, g_joint, c_joint) = results[False], results[True]
+    assert len(c_sep) == 3 and len(c_joint) == 1 and c_joint[0][0] == 8 + 8 + 7, (c_sep, c_joint)
+    assert c_joint[0][1] > min(shape[1] for shape in c_sep)  # the joint batch really padded the short group
+    assert t_sep == t_joint  # real tokens, not padded ones
+    assert abs(l_sep - l_joint) < 1e-5 * abs(l_sep), (l_sep, l_joint)
+    assert g_sep.keys() == g_joint.keys() and any("lora_A" in n for n in g_sep)
+    for n in g_sep:
+        assert torch.allclose(g_sep[n], g_joint[n], rtol=1e-4, atol=1e-6), n
 
 
 def test_resume_equals_uninterrupted(fixtures_dir, tmp_path):
