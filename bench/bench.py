@@ -511,7 +511,7 @@ class OpCounter(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         self.ops += 1
-        self.computing += not (func.is_view or str(func.overloadpacket) in self.NO_KERNEL)
+        self.computing += not (getattr(func, "is_view", False) or str(func.overloadpacket) in self.NO_KERNEL)
         return func(*args, **(kwargs or {}))
 
 

@@ -163,3 +163,25 @@ def test_compiled_training_matches_eager_with_lora_dropout(fixtures_dir):
     scale = grads[0].abs().max()
     assert scale > 0
     assert (grads[0] - grads[1]).abs().max() < 1e-4 * scale
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(fixtures_dir):
+    # Recomputing each block in backward (the 7B setting) must replay its LoRA dropout masks exactly.
+    grads = []
+    for checkpointed in (False, True):
+        model = mltp.load_model(fixtures_dir / "hf" / "llama")
+        torch.manual_seed(1)
+        apply_lora(model, LoRAConfig(r=4, alpha=8, dropout=0.1))
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name.endswith("lora_B"):
+                    p.normal_(std=0.05)
+        model.train()
+        model.gradient_checkpointing = checkpointed
+        ref = expected(fixtures_dir, "llama")
+        torch.manual_seed(7)
+        h = model(ref["left.input_ids"], ref["left.attention_mask"])[-1]
+        h.pow(2).mean().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in lora_parameters(model)]))
+    assert grads[0].abs().max() > 0
+    torch.testing.assert_close(grads[1], grads[0], atol=1e-6, rtol=1e-5)
