@@ -29,7 +29,7 @@ import torch
 
 import eval as evaluators
 from eval.report import probe_chart, write_report
-from mltp.atomic import atomic_write_json
+from mltp.atomic import atomic_write_json, atomic_write_text
 from mltp.checkpoint import load_model, resolve_model
 from mltp.config import read_config
 from mltp.data import build_mixture_with_dropped, mixture_report
@@ -37,7 +37,7 @@ from mltp.embedder import EMBEDDER_FILE, Embedder, EmbedderConfig
 from mltp.layers import describe_layers, parse_layers
 from mltp.lora import LoRAConfig, apply_lora
 from mltp.model import COMPILE_MODES, compile_blocks
-from mltp.pooling import KINDS, PoolerConfig, build_pooler, count_parameters, last_token, masked_mean
+from mltp.pooling import CONFIG_FILE as POOLER_CONFIG_FILE, KINDS, PoolerConfig, build_pooler, count_parameters, last_token, masked_mean
 from mltp.tokenizer import load_tokenizer
 from mltp.train import TrainConfig, train
 
@@ -490,7 +490,7 @@ def run_probe(args: argparse.Namespace) -> None:
             log(f"{name:<4} block {layer:>3}: " + "  ".join(f"{f} {s:.4f}" for f, s in table[name][layer]["family_averages"].items()))
     atomic_write_json(out / "probe.json", {"model": args.model, "attn": args.attn, "suite": args.suite, "layers": table,
                                           "environment": environment(args.device)})
-    (out / "probe.svg").write_text(probe_chart(table, title=f"zero-shot quality per block ({args.model}, {args.attn}, {args.suite} suite)"))
+    atomic_write_text(out / "probe.svg", probe_chart(table, title=f"zero-shot quality per block ({args.model}, {args.attn}, {args.suite} suite)"))
     log(f"wrote {out / 'probe.json'} and {out / 'probe.svg'}")
 
 
@@ -505,14 +505,14 @@ def run_pooler_probe(args: argparse.Namespace) -> None:
     directory = Path(args.pooler)
     if not (directory / EMBEDDER_FILE).exists():
         fail(f"--pooler {directory}: no {EMBEDDER_FILE} there; pass a saved embedder directory, e.g. a run's final/")
-    if json.loads((directory / "pooler_config.json").read_text()).get("kind") != "mltp":
+    if json.loads((directory / POOLER_CONFIG_FILE).read_text()).get("kind") != "mltp":
         fail(f"--pooler {directory}: not an MLTP pooler; only MLTP's attention runs over blocks")
     out = Path(args.out or directory.parent / "pooler-attention")
     log = Tee(out / "log.txt")
     embedder = Embedder.load(directory, dtype=getattr(torch, args.dtype), device=args.device)
     pooler = embedder.pooler
     names = args.tasks.split(",") if args.tasks else list(evaluators.TASKS)
-    by_task, scores = {}, {}
+    by_task = {}
     for name in names:
         pooler.block.record = []
         result = evaluators.evaluate(embedder, tasks=[name], data_dir=args.data_dir, log=log, suite=args.suite)[name]
@@ -529,7 +529,7 @@ def run_pooler_probe(args: argparse.Namespace) -> None:
               "environment": environment(args.device)}
     atomic_write_json(out / "pooler_attention.json", record)
     table = {"attention": {layer: {"family_averages": {f: s[i] for f, s in shares.items()}} for i, layer in enumerate(pooler.layers)}}
-    (out / "pooler_attention.svg").write_text(probe_chart(table, title=f"MLTP pooler attention per block ({directory})",
+    atomic_write_text(out / "pooler_attention.svg", probe_chart(table, title=f"MLTP pooler attention per block ({directory})",
                                                           legend="share of the latents' attention"))
     for f, s in shares.items():
         top = sorted(range(len(s)), key=lambda i: -s[i])[:3]

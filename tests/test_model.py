@@ -141,47 +141,38 @@ def test_compile_modes_reach_torch_compile(fixtures_dir, monkeypatch):
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
+def lora_gradients(fixtures_dir, arch, prepare):
+    """LoRA gradients of one backward through a model with dropout on; `prepare(model)` varies the run."""
+    model = mltp.load_model(fixtures_dir / "hf" / arch)
+    torch.manual_seed(1)
+    apply_lora(model, LoRAConfig(r=4, alpha=8, dropout=0.1))
+    with torch.no_grad():  # B != 0, so the gradient reaches A and the dropout mask matters
+        for name, p in model.named_parameters():
+            if name.endswith("lora_B"):
+                p.normal_(std=0.05)
+    model.train()
+    prepare(model)
+    ref = expected(fixtures_dir, arch)
+    torch.manual_seed(7)
+    h = model(ref["left.input_ids"], ref["left.attention_mask"])[-1]
+    h.pow(2).mean().backward()
+    return torch.cat([p.grad.flatten() for p in lora_parameters(model)])
+
+
 def test_compiled_training_matches_eager_with_lora_dropout(fixtures_dir):
     # One backward through LoRA with dropout on: compile_blocks must draw the same dropout masks.
-    grads = []
-    for compiled in (False, True):
-        model = mltp.load_model(fixtures_dir / "hf" / "qwen2")
-        torch.manual_seed(1)
-        apply_lora(model, LoRAConfig(r=4, alpha=8, dropout=0.1))
-        with torch.no_grad():  # B != 0, so the gradient reaches A and the dropout mask matters
-            for name, p in model.named_parameters():
-                if name.endswith("lora_B"):
-                    p.normal_(std=0.05)
-        model.train()
-        if compiled:
-            compile_blocks(model)
-        ref = expected(fixtures_dir, "qwen2")
-        torch.manual_seed(7)
-        h = model(ref["left.input_ids"], ref["left.attention_mask"])[-1]
-        h.pow(2).mean().backward()
-        grads.append(torch.cat([p.grad.flatten() for p in lora_parameters(model)]))
-    scale = grads[0].abs().max()
+    eager = lora_gradients(fixtures_dir, "qwen2", lambda model: None)
+    compiled = lora_gradients(fixtures_dir, "qwen2", compile_blocks)
+    scale = eager.abs().max()
     assert scale > 0
-    assert (grads[0] - grads[1]).abs().max() < 1e-4 * scale
+    assert (eager - compiled).abs().max() < 1e-4 * scale
 
 
 def test_gradient_checkpointing_gives_the_same_gradients(fixtures_dir):
     # Recomputing each block in backward (the 7B setting) must replay its LoRA dropout masks exactly.
-    grads = []
-    for checkpointed in (False, True):
-        model = mltp.load_model(fixtures_dir / "hf" / "llama")
-        torch.manual_seed(1)
-        apply_lora(model, LoRAConfig(r=4, alpha=8, dropout=0.1))
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                if name.endswith("lora_B"):
-                    p.normal_(std=0.05)
-        model.train()
-        model.gradient_checkpointing = checkpointed
-        ref = expected(fixtures_dir, "llama")
-        torch.manual_seed(7)
-        h = model(ref["left.input_ids"], ref["left.attention_mask"])[-1]
-        h.pow(2).mean().backward()
-        grads.append(torch.cat([p.grad.flatten() for p in lora_parameters(model)]))
-    assert grads[0].abs().max() > 0
-    torch.testing.assert_close(grads[1], grads[0], atol=1e-6, rtol=1e-5)
+    def checkpointed(model):
+        model.gradient_checkpointing = True
+
+    plain = lora_gradients(fixtures_dir, "llama", lambda model: None)
+    assert plain.abs().max() > 0
+    torch.testing.assert_close(lora_gradients(fixtures_dir, "llama", checkpointed), plain, atol=1e-6, rtol=1e-5)
