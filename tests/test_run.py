@@ -79,6 +79,7 @@ def test_main_job_writes_a_complete_run_directory(tiny, tmp_path):
     log = (out / "log.txt").read_text()
     assert "layers middle4 -> 4 of 6 blocks: 2-5" in log and "training mixture" in log and "layer weights: OFF" in log
     assert "separate forwards per step" in log and record["config"]["joint_forward"] is False  # the CPU default
+    assert "LoRA adapter merged into the base weights for evaluation" in log
 
 
 def test_sweep_resumes_and_skips_finished_configurations(tiny, tmp_path, capsys):

@@ -8,7 +8,7 @@ import torch
 import mltp
 from mltp.data import Pair
 from mltp.embedder import Embedder, EmbedderConfig
-from mltp.lora import LoRAConfig, apply_lora
+from mltp.lora import LoRAConfig, apply_lora, lora_layers
 from mltp.pooling import PoolerConfig, build_pooler
 from mltp.train import NonFiniteLossError, TrainConfig, batch_loss, latest_checkpoint, plan_batches, train
 
@@ -153,5 +153,10 @@ def test_saved_embedder_reloads_identically(fixtures_dir, tmp_path):
     emb.save(tmp_path / "final", lora)
     again = Embedder.load(tmp_path / "final")
     texts = ["apple 1", "all about the river"]
+    # Loaded to encode: the adapter is folded into the base weights, for the same vectors.
+    assert all(m.merged for m in lora_layers(again.model).values())
     torch.testing.assert_close(emb.encode(texts), again.encode(texts), atol=1e-6, rtol=0)
+    separate = Embedder.load(tmp_path / "final", merge=False)  # kept apart, to train further
+    assert not any(m.merged for m in lora_layers(separate.model).values())
+    torch.testing.assert_close(emb.encode(texts), separate.encode(texts), atol=1e-6, rtol=0)
     assert (tmp_path / "final" / "adapter_model.safetensors").exists()
