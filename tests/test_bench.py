@@ -191,3 +191,18 @@ def test_low_precision_parity_rule():
         bench.check_parity_low_precision(float("nan"), 0.12, "nan")
     with pytest.raises(AssertionError, match="more than"):
         bench.check_parity_low_precision(0.06, None, "no transformers: fixed limit")
+
+
+def test_lora_merge_benchmark_compares_the_same_vectors(fixtures_dir, tmp_path, one_thread):
+    spec = importlib.util.spec_from_file_location("lora_merge", ROOT / "bench" / "lora_merge.py")
+    lora_merge = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lora_merge)
+    result = lora_merge.main(["--model", str(fixtures_dir / "tiny"), "--device", "cpu", "--texts", "6", "--reps", "1",
+                              "--out", str(tmp_path / "merge")])
+    assert result["max_abs_diff"] < 1e-5  # merging must not change the vectors
+    # Unmerged, each of a block's 7 projections adds its adapter's A and B matmuls, scale and add.
+    layers = 6  # tests/fixtures/tiny
+    assert result["ops"]["separate"]["computing"] - result["ops"]["merged"]["computing"] == 4 * 7 * layers
+    assert len(result["seconds"]["merged"]) == 1 and result["speedup"] > 0
+    assert json.loads((tmp_path / "merge.json").read_text())["ops"] == result["ops"]
+    assert "| merged |" in (tmp_path / "merge.md").read_text()
