@@ -3,7 +3,7 @@
 #
 #   a: stash the GGUF's first part; SDPA check and benchmark vs transformers (issue 6)
 #   b: stash the rest; join, verify the sha256, convert the GGUF to a checkpoint directory
-#   c: stash the last data; the ablation study (issue 5), time-limited, resumable
+#   c: stash the last data; adapter merge timing; the ablation study (issue 5), time-limited, resumable
 #
 # Parts come from scripts/gpu_pack.sh (.gpu/a, .gpu/b, .gpu/c; each call carries its own) and are
 # joined in /tmp/stage, which a warm machine keeps between calls. Every step has its own timeout
@@ -15,9 +15,9 @@
 # MLTP_GIT_REVISION defaults to the revision gpu_pack.sh recorded (the machine's copy may carry a
 # stale .git; run.py records this variable instead).
 #
-# The study goes on across sessions: stage c starts from the runs committed in results/h100-study
+# The study goes on across sessions: stage c starts from the runs committed in results/gpu-study
 # (finished configurations are skipped) and returns the whole directory in $OUT/study.tar.gz;
-# unpack it over results/h100-study and commit (results/README.md). Since 2026-11-25 (second
+# unpack it over results/gpu-study and commit (results/README.md). Since 2026-11-25 (second
 # session) the GPU trains with one joint forward per step; the first session's three runs, made
 # with separate forwards, are results/h100-pilot and are not mixed in (run.py BUDGET_KEYS).
 set -u
@@ -37,18 +37,20 @@ case $stage in
 a)
     cp .gpu/a/gguf.part1 "$S/"
     nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv
+    # Result files are named after the card: "NVIDIA H100 80GB HBM3" -> h100, "NVIDIA H200" -> h200.
+    gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | awk '{print tolower($2)}')
     $PY -c "import torch, transformers, peft; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__)"
     mkdir -p "$S/bench"
     log "sdpa check"
-    timeout 40 $PY bench/sdpa_gqa.py --out "$S/bench/sdpa-gqa-h100" 2>&1 | tee "$S/bench/sdpa.log"
+    timeout 40 $PY bench/sdpa_gqa.py --out "$S/bench/sdpa-gqa-$gpu" 2>&1 | tee "$S/bench/sdpa.log"
     log "benchmark, eager"
     timeout "${BENCH_SECONDS:-200}" $PY bench/bench.py --device cuda --modes encode,train,train-joint --steps 10 --warmup 3 \
-        --out "$S/bench/h100" 2>&1 | tee "$S/bench/eager.log"
+        --out "$S/bench/$gpu" 2>&1 | tee "$S/bench/eager.log"
     if [ "${BENCH_COMPILE_MODE:-reduce-overhead}" != none ]; then
         log "benchmark, torch.compile ${BENCH_COMPILE_MODE:-reduce-overhead} (SmolLM2 shape, encode)"
         # Compiling 30 blocks for three batch shapes, forward and backward, took over 75 s (2026-11-25).
         timeout 120 $PY bench/bench.py --device cuda --compile "${BENCH_COMPILE_MODE:-reduce-overhead}" --shapes smollm2-135m \
-            --modes encode --steps 10 --warmup 3 --out "$S/bench/h100-compile" 2>&1 | tee "$S/bench/compile.log"
+            --modes encode --steps 10 --warmup 3 --out "$S/bench/$gpu-compile" 2>&1 | tee "$S/bench/compile.log"
     fi
     tar czf "$OUT/bench.tar.gz" -C "$S" bench
     ;;
@@ -68,8 +70,11 @@ print('converted to', convert_gguf(sys.argv[1], cache_root() / 'models' / 'smoll
 c)
     mkdir -p "$S/data" && cp -r .gpu/c/data/. "$S/data/"
     test -f "$MLTP_CACHE/models/smollm2-135m/config.json" || { echo "no converted model: run stage b first"; exit 1; }
-    if [ -d results/h100-study ]; then  # earlier sessions' runs: the sweep skips them
-        mkdir -p "$S/study" && cp -rn results/h100-study/. "$S/study/"
+    # What evaluating with the adapter merged buys on this card (run.py does it; bench/lora_merge.py).
+    gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | awk '{print tolower($2)}')
+    timeout 60 $PY bench/lora_merge.py --device cuda --texts 128 --reps 3 --out "$OUT/lora-merge-$gpu" 2>&1 | tail -12
+    if [ -d results/gpu-study ]; then  # earlier sessions' runs: the sweep skips them
+        mkdir -p "$S/study" && cp -rn results/gpu-study/. "$S/study/"
     fi
     minutes=${STUDY_MINUTES:-6}
     order=M3-mltp,A1-mltp-noW,A1-layer-mean,A2-mltp-last4,A2-mltp-middle4,A2-mltp-last4-noW,A2-mltp-middle4-noW,M1-eos,M2-trainable,M5-mltp-bi,M4-trainable-bi
