@@ -43,6 +43,7 @@ import argparse
 import contextlib
 import copy
 import datetime
+import gc
 import importlib.metadata
 import math
 import os
@@ -51,10 +52,12 @@ import statistics
 import sys
 import time
 import traceback
+import weakref
 from pathlib import Path
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -321,10 +324,51 @@ def footprint(model, pooler, optimizer=None) -> int:
     return unique_bytes(tensors)
 
 
-def peak_memory(fn, resident: int, device) -> int | None:
-    """Bytes one side needs alone: what it keeps resident + the peak above the allocation before fn."""
+class LiveBytes(TorchDispatchMode):
+    """The peak bytes of tensor storage allocated inside the mode and still alive: a device-free
+    stand-in for torch.cuda.max_memory_allocated, so a CPU run can compare the two sides' memory.
+
+    A storage counts from the operator that creates it (one whose outputs alias none of its
+    inputs: views and in-place operators create nothing) until it is freed (a weakref on the
+    storage, as torch.distributed._tools.mem_tracker tracks them). What it does not see: allocator
+    rounding and caching, and workspaces inside kernels; and CPU kernels are not CUDA's (CPU SDPA
+    keeps the T x T attention weights that CUDA's fused kernels never write out)."""
+
+    def __init__(self):
+        super().__init__()
+        self.live = self.peak = 0
+        self.sizes: dict[int, int] = {}  # data_ptr -> bytes of each live storage counted
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        inputs = {t.untyped_storage().data_ptr() for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)}
+        for t in tree_flatten(out)[0]:
+            if not isinstance(t, torch.Tensor):
+                continue
+            storage = t.untyped_storage()
+            key = storage.data_ptr()
+            if key == 0 or key in inputs or key in self.sizes:
+                continue
+            self.sizes[key] = storage.nbytes()
+            self.live += storage.nbytes()
+            self.peak = max(self.peak, self.live)
+            weakref.finalize(storage, self._free, key)
+        return out
+
+    def _free(self, key: int) -> None:
+        self.live -= self.sizes.pop(key, 0)
+
+
+def peak_memory(fn, resident: int, device) -> int:
+    """Bytes one side needs alone: what it keeps resident + the peak above the allocation before fn.
+
+    On CUDA the allocator's peak; on the CPU the peak of live tensor storage (LiveBytes)."""
     if torch.device(device).type != "cuda":
-        return None
+        gc.collect()
+        with LiveBytes() as live:
+            fn()
+        gc.collect()
+        return resident + live.peak
     synchronize(device)
     torch.cuda.empty_cache()
     before = torch.cuda.memory_allocated()
@@ -550,9 +594,16 @@ def goals(rows: list[dict]) -> list[tuple[str, bool]]:
 
 
 def cpu_goal(rows: list[dict]) -> list[tuple[str, bool]]:
-    # The project's CPU requirement: the encode path not slower than transformers'.
-    return [(f"{r['shape']} encode on CPU: {r['ratio']:.2f}x, not slower than transformers", r["ratio"] >= 1.0)
-            for r in rows if r["mode"] == "encode" and "ratio" in r]
+    # The project's CPU requirement: the encode path not slower than transformers'. And the memory
+    # goal as the CPU can judge it: live tensor bytes (LiveBytes), not CUDA's allocator.
+    checks = [(f"{r['shape']} encode on CPU: {r['ratio']:.2f}x, not slower than transformers", r["ratio"] >= 1.0)
+              for r in rows if r["mode"] == "encode" and "ratio" in r]
+    for r in rows:
+        mem = r["memory_bytes"]
+        if mem.get("mltp") is not None and mem.get("transformers") is not None:
+            checks.append((f"{r['shape']} {r['mode']}: live tensor memory {mib(mem['mltp'])} <= {mib(mem['transformers'])}",
+                           mem["mltp"] <= mem["transformers"]))
+    return checks
 
 
 def fmt(value) -> str:
@@ -563,6 +614,10 @@ def fmt(value) -> str:
 
 def gib(n) -> str:
     return "n/a" if n is None else f"{n / 2**30:.2f} GiB"
+
+
+def mib(n) -> str:
+    return "n/a" if n is None else f"{n / 2**20:.1f} MiB"
 
 
 def table(meta: dict, rows: list[dict]) -> str:

@@ -151,8 +151,14 @@ class MLP(nn.Module):
         self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
 
-    def forward(self, x):
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))  # SwiGLU
+    def forward(self, x):  # (B*T, D) -> (B*T, D)
+        gate, up = self.gate_proj(x), self.up_proj(x)  # (B*T, F) each
+        if torch.is_grad_enabled():
+            return self.down_proj(F.silu(gate) * up)  # SwiGLU; autograd keeps gate and up for backward
+        # Encoding: in place, so the (B*T, F) product needs no third buffer. This is a forward's
+        # memory peak (every earlier hidden state is still held), and the mask's additive bias
+        # costs more than transformers' boolean one; in place keeps mltp's encode peak below it.
+        return self.down_proj(F.silu(gate, inplace=True).mul_(up))
 
 
 class Block(nn.Module):

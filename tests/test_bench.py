@@ -66,7 +66,8 @@ def test_cpu_run_without_transformers_writes_table_and_json(tmp_path, one_thread
     assert math.isfinite(train["parity"]["first_loss"]["mltp"])
     for row in (encode, train):
         assert row["tokens_per_s"]["mltp"] > 0 and 0 < row["mfu"]["mltp"]
-        assert row["memory_bytes"]["mltp"] is None  # CUDA only
+        # On the CPU: the parameters, pooler (and optimizer state) + the live-tensor peak of a call.
+        assert row["memory_bytes"]["mltp"] > bench.unique_bytes(tiny_model().parameters())
         assert "ratio" not in row and "transformers" not in row["tokens_per_s"]
     assert on_disk["goals"] == []  # no baseline, no goals
 
@@ -206,3 +207,18 @@ def test_lora_merge_benchmark_compares_the_same_vectors(fixtures_dir, tmp_path, 
     assert len(result["seconds"]["merged"]) == 1 and result["speedup"] > 0
     assert json.loads((tmp_path / "merge.json").read_text())["ops"] == result["ops"]
     assert "| merged |" in (tmp_path / "merge.md").read_text()
+
+
+def test_live_bytes_counts_fresh_storage_until_freed():
+    a = torch.zeros(1000)  # made before: not counted
+    with bench.LiveBytes() as live:
+        b = a * 2  # 4,000 bytes
+        v = b.view(10, 100).t()  # views allocate nothing
+        b.add_(1)  # in place: nothing
+        c = torch.ones(500, dtype=torch.float64)  # 4,000 more: peak 8,000
+        del b, v, c
+        d = torch.ones(250)  # 1,000 bytes, after 8,000 were freed
+        assert live.live == 1000
+    assert live.peak == 8000
+    del d
+    assert live.live == 0

@@ -84,6 +84,22 @@ def test_upto_returns_the_first_blocks_unchanged(fixtures_dir):
         torch.testing.assert_close(a, b)
 
 
+def test_encoding_in_place_equals_the_autograd_forward(fixtures_dir):
+    # Without autograd the MLP works in place (one buffer fewer at the memory peak); with it, it
+    # must not. Same values either way, and the autograd one still backpropagates.
+    ref = expected(fixtures_dir, "qwen2")
+    model = mltp.load_model(fixtures_dir / "hf" / "qwen2")
+    ids, mask = ref["left.input_ids"], ref["left.attention_mask"]
+    with torch.no_grad():
+        encoded = model(ids, mask)
+    traced = model(ids, mask)
+    assert traced[-1].requires_grad
+    for a, b in zip(encoded, traced):
+        assert torch.equal(a, b.detach())
+    traced[-1].sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
+
+
 @pytest.mark.parametrize("causal", [True, False])
 def test_sdpa_path_equals_written_out_attention(causal):
     torch.manual_seed(0)
