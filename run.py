@@ -182,6 +182,11 @@ def config_name(args: argparse.Namespace) -> str:
         parts.append(args.layers.replace(",", "_"))
     if args.pool == "mltp" and args.no_layer_weights:
         parts.append("noW")
+    # The per-block token, when not the attention's default (causal: EOS, bidirectional: mean).
+    if args.pool in ("mltp", "layer-mean") and args.layer_token not in (None, "eos" if args.attn == "causal" else "mean"):
+        parts.append(args.layer_token)
+    if args.pool == "trainable" and args.tokens not in (None, "eos" if args.attn == "causal" else "all"):
+        parts.append(f"{args.tokens}-tokens")
     if args.eval_only:
         parts.append("zeroshot")
     return "-".join(parts)
@@ -331,6 +336,9 @@ def study_configs(attn: str) -> dict[str, dict]:
         "A2-mltp-middle4": dict(pool="mltp", attn=attn, layers="middle4"),
         "A2-mltp-last4-noW": dict(pool="mltp", attn=attn, layers="last4", no_layer_weights=True),
         "A2-mltp-middle4-noW": dict(pool="mltp", attn=attn, layers="middle4", no_layer_weights=True),
+        # M5 differs from M3 twice: bidirectional attention AND each block's masked mean instead of
+        # its EOS token (the paper pairs them). This one, causal with the mean, tells the two apart.
+        "A3-mltp-mean": dict(pool="mltp", attn="causal", layers="all", layer_token="mean"),
     }
 
 
@@ -347,6 +355,8 @@ def study_comparisons(reference: str) -> list[tuple[str, str, str]]:
         ("ablation 2: middle 4 vs last 4", "A2-mltp-middle4", "A2-mltp-last4"),
         ("ablation 1 on last 4: W on vs off", "A2-mltp-last4", "A2-mltp-last4-noW"),
         ("ablation 1 on middle 4: W on vs off", "A2-mltp-middle4", "A2-mltp-middle4-noW"),
+        ("M5 apart, per-block token: mean vs EOS (causal)", "A3-mltp-mean", "M3-mltp"),
+        ("M5 apart, attention: bidirectional vs causal (mean)", "M5-mltp-bi", "A3-mltp-mean"),
     ]
 
 
@@ -406,7 +416,9 @@ def run_ablation(args: argparse.Namespace) -> None:
             run_args = argparse.Namespace(**{**vars(args), **configs[name], "seed": seed})
             run_args.no_layer_weights = configs[name].get("no_layer_weights", False)
             run_args.layers = configs[name].get("layers", "all")
-            run_args.layer_token = run_args.tokens = None  # follow each configuration's attention
+            # Unless a configuration names them, the tokens follow its attention (causal: EOS).
+            run_args.layer_token = configs[name].get("layer_token")
+            run_args.tokens = configs[name].get("tokens")
             run_args = resolve(run_args, log=lambda m: None)
             if (run_dir / "results.json").exists():
                 check_same_budget(run_dir, run_args)

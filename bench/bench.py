@@ -32,9 +32,9 @@ background load; the median is reported. transformers gets `position_ids` counte
 mltp does, and what makes the two agree on left-padded rows) and `use_cache=False` (an encoder needs
 no KV cache).
 
-Memory (CUDA only) is what one side would hold alone: its parameters + pooler + optimizer state
+Memory is what one side would hold alone: its parameters + pooler + optimizer state
 (the shared base weights counted for each side), plus the peak that torch.cuda.max_memory_allocated
-sees above the allocation before one step. MFU = model FLOPs / time / the bf16 (CPU: fp32) matmul
+sees above the allocation before one step (on the CPU: the peak of live tensor storage, `LiveBytes`). MFU = model FLOPs / time / the bf16 (CPU: fp32) matmul
 peak measured in the same run; FLOPs are counted on the real tokens (see `forward_flops`).
 """
 from __future__ import annotations

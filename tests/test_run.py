@@ -166,3 +166,12 @@ def test_probe_writes_per_block_scores_and_chart(tiny, tmp_path):
     probe = json.loads((tmp_path / "probe.json").read_text())
     assert set(probe["layers"]) == {"eos", "mean"} and set(probe["layers"]["eos"]) == {"3", "6"}
     assert (tmp_path / "probe.svg").read_text().startswith("<svg")
+
+
+def test_a_configuration_that_names_its_token_keeps_it(tiny, tmp_path):
+    # A3 is M3 with M5's per-block mean: the sweep must not reset it to the causal default (EOS).
+    run.main(["ablation", "--model", tiny, "--only", "A3-mltp-mean", "--seeds", "1", *TINY_RUN, "--out", str(tmp_path)])
+    record = json.loads((tmp_path / "A3-mltp-mean" / "seed-0" / "results.json").read_text())
+    assert record["config"]["layer_token"] == "mean" and record["config"]["attn"] == "causal"
+    assert record["name"] == "mltp-causal-all-mean"  # not M3's name: a main-job run directory of its own
+    assert run.config_name(run.parse(["--pool", "mltp"])) == "mltp-causal-all"
