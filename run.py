@@ -212,7 +212,9 @@ def environment(device: str) -> dict:
     # .git whose HEAD is not the code that runs.
     try:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip())
+        # Changes under results/ are what runs write (a sweep rewrites its report), not code.
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"],
+                                    cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip())
     except (OSError, subprocess.SubprocessError):
         rev, dirty = "", None
     if os.environ.get("MLTP_GIT_REVISION"):
@@ -346,6 +348,7 @@ def study_comparisons(reference: str) -> list[tuple[str, str, str]]:
     return [
         ("paper: MLTP vs EOS-last (causal)", "M3-mltp", "M1-eos"),
         ("paper: MLTP vs trainable, causal", "M3-mltp", "M2-trainable"),
+        ("paper: MLTP vs trainable, bidirectional", "M5-mltp-bi", "M4-trainable-bi"),
         ("paper: MLTP bidirectional vs EOS-last", "M5-mltp-bi", "M1-eos"),
         ("paper: bidirectional vs causal MLTP", "M5-mltp-bi", "M3-mltp"),
         ("ablation 1: layer weights on vs off", reference, "A1-mltp-noW"),

@@ -43,6 +43,6 @@ def atomic_write_json(path: str | os.PathLike, obj) -> Path:
 
 def atomic_write_stem(stem: str | os.PathLike, data: dict, markdown: str) -> None:
     """STEM.json (the data) and STEM.md (its table), each written atomically: the benchmarks' output."""
-    stem = Path(stem)
-    atomic_write_text(stem.with_suffix(".json"), json.dumps(data, indent=2) + "\n")
-    atomic_write_text(stem.with_suffix(".md"), markdown)
+    stem = Path(stem)  # appended to, not with_suffix: "qwen2-0.5b" would lose its ".5b"
+    atomic_write_text(stem.with_name(stem.name + ".json"), json.dumps(data, indent=2) + "\n")
+    atomic_write_text(stem.with_name(stem.name + ".md"), markdown)

@@ -77,7 +77,9 @@ c)
         mkdir -p "$S/study" && cp -rn results/gpu-study/. "$S/study/"
     fi
     minutes=${STUDY_MINUTES:-6}
-    order=M3-mltp,A1-mltp-noW,A1-layer-mean,A2-mltp-last4,A2-mltp-middle4,A2-mltp-last4-noW,A2-mltp-middle4-noW,M1-eos,M2-trainable,M5-mltp-bi,M4-trainable-bi,A3-mltp-mean
+    # The study's two questions first (W on/off; which blocks), then the plain mean, then M5 with
+    # A3, which the CPU study (2026-12-01) showed to differ most from M3, then the rest.
+    order=M3-mltp,A1-mltp-noW,A2-mltp-middle4,A2-mltp-last4,A1-layer-mean,M5-mltp-bi,A3-mltp-mean,M1-eos,A2-mltp-middle4-noW,A2-mltp-last4-noW,M2-trainable,M4-trainable-bi
     log "study, $minutes min"
     # The hard cap leaves a minute past the soft limit for the last run to finish its evaluation.
     timeout "$(awk -v m="$minutes" 'BEGIN { print int(m * 60) + 60 }')" $PY run.py ablation --only "$order" --seeds 3 --suite quick \
