@@ -229,3 +229,14 @@ def test_result_files_keep_a_dotted_stem(tmp_path):
 
     atomic_write_stem(tmp_path / "cpu-qwen2-0.5b", {"a": 1}, "| a |\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cpu-qwen2-0.5b.json", "cpu-qwen2-0.5b.md"]
+
+
+def test_encode_peak_splits_decoder_and_pooler(one_thread):
+    spec = importlib.util.spec_from_file_location("encode_peak", ROOT / "bench" / "encode_peak.py")
+    encode_peak = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(encode_peak)
+    rows = encode_peak.main(["--shapes", "tiny", "--baseline", "none", "--batch", "2", "--seq", "16", "--dtype", "fp32"])
+    decoder, with_pooler = rows
+    assert (decoder["side"], decoder["call"], with_pooler["call"]) == ("mltp", "decoder", "decoder + pooler")
+    # The states stay alive while the pooler runs, so its peak sits on top of theirs.
+    assert 0 < decoder["peak_bytes"] <= with_pooler["peak_bytes"] and decoder["at"]
