@@ -16,9 +16,7 @@ from __future__ import annotations
 import argparse
 import copy
 import importlib.util
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -36,7 +34,7 @@ from mltp.tokenizer import load_tokenizer  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("bench_script", ROOT / "bench" / "bench.py")
 bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)  # for OpCounter, the one operator count every benchmark uses
+_spec.loader.exec_module(bench)  # its operator count and timer, shared by every benchmark
 
 
 def texts(n: int) -> list[str]:
@@ -78,23 +76,11 @@ def main(argv=None) -> dict:
     vectors = {name: e.encode(batch) for name, e in sides.items()}  # also the warm-up
     max_diff = float((vectors["separate"] - vectors["merged"]).abs().max())
     ids, mask = separate.batch(separate.tokenize(batch[:8]))
-    ops = {}
-    for name, e in sides.items():
-        with torch.no_grad(), bench.OpCounter() as counter:
-            e(ids, mask)
-        ops[name] = {"ops": counter.ops, "computing": counter.computing}
-
-    seconds = {name: [] for name in sides}
-    for rep in range(args.reps):
-        for name in (sides if rep % 2 == 0 else reversed(list(sides))):
-            if args.device.startswith("cuda"):
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            sides[name].encode(batch)
-            if args.device.startswith("cuda"):
-                torch.cuda.synchronize()
-            seconds[name].append(time.perf_counter() - start)
-    median = {name: statistics.median(s) for name, s in seconds.items()}
+    with torch.no_grad():
+        ops = bench.count_ops({name: (lambda e=e: e(ids, mask)) for name, e in sides.items()})
+    # bench.py's timer: sides alternate, order flipped every repetition, median per side.
+    median = bench.time_interleaved({name: (lambda e=e: e.encode(batch)) for name, e in sides.items()},
+                                    warmup=0, steps=args.reps, device=torch.device(args.device))
 
     machine = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} thread(s)"
     lines = [f"# Encoding through a LoRA adapter, separate vs merged ({Path(model_dir).name}, {machine}, torch {torch.__version__})", "",
@@ -108,7 +94,7 @@ def main(argv=None) -> dict:
     text = "\n".join(lines) + "\n"
     print(text)
     result = {"model": model_dir, "device": args.device, "machine": machine, "texts": args.texts, "reps": args.reps,
-              "seconds": seconds, "median_seconds": median, "speedup": median["separate"] / median["merged"], "ops": ops,
+              "median_seconds": median, "speedup": median["separate"] / median["merged"], "ops": ops,
               "max_abs_diff": max_diff, "table": text,
               "command": "python bench/lora_merge.py " + " ".join(sys.argv[1:] if argv is None else argv)}
     if args.out:

@@ -155,9 +155,9 @@ class MLP(nn.Module):
         gate, up = self.gate_proj(x), self.up_proj(x)  # (B*T, F) each
         if torch.is_grad_enabled():
             return self.down_proj(F.silu(gate) * up)  # SwiGLU; autograd keeps gate and up for backward
-        # Encoding: in place, so the (B*T, F) product needs no third buffer. This is a forward's
-        # memory peak (every earlier hidden state is still held), and the mask's additive bias
-        # costs more than transformers' boolean one; in place keeps mltp's encode peak below it.
+        # Encoding: in place, so the product needs no third (B*T, F) buffer. The last block's MLP
+        # is a forward's memory peak (every earlier hidden state is still held); without this,
+        # the additive mask bias (2 bytes an entry vs transformers' boolean 1) put mltp above it.
         return self.down_proj(F.silu(gate, inplace=True).mul_(up))
 
 

@@ -32,13 +32,14 @@ if [ -z "${MLTP_GIT_REVISION:-}" ] && [ -f ".gpu/$stage/REVISION" ]; then
     export MLTP_GIT_REVISION=$(cat ".gpu/$stage/REVISION")
 fi
 log() { echo "[$(date -u +%H:%M:%S)] $*"; }
+# Result files are named after the card: "NVIDIA H100 80GB HBM3" -> h100, "NVIDIA H200" -> h200.
+card() { nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | awk '{print tolower($2)}'; }
 
 case $stage in
 a)
     cp .gpu/a/gguf.part1 "$S/"
     nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv
-    # Result files are named after the card: "NVIDIA H100 80GB HBM3" -> h100, "NVIDIA H200" -> h200.
-    gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | awk '{print tolower($2)}')
+    gpu=$(card)
     $PY -c "import torch, transformers, peft; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__)"
     mkdir -p "$S/bench"
     log "sdpa check"
@@ -71,8 +72,7 @@ c)
     mkdir -p "$S/data" && cp -r .gpu/c/data/. "$S/data/"
     test -f "$MLTP_CACHE/models/smollm2-135m/config.json" || { echo "no converted model: run stage b first"; exit 1; }
     # What evaluating with the adapter merged buys on this card (run.py does it; bench/lora_merge.py).
-    gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | awk '{print tolower($2)}')
-    timeout 60 $PY bench/lora_merge.py --device cuda --texts 128 --reps 3 --out "$OUT/lora-merge-$gpu" 2>&1 | tail -12
+    timeout 60 $PY bench/lora_merge.py --device cuda --texts 128 --reps 3 --out "$OUT/lora-merge-$(card)" 2>&1 | tail -12
     if [ -d results/gpu-study ]; then  # earlier sessions' runs: the sweep skips them
         mkdir -p "$S/study" && cp -rn results/gpu-study/. "$S/study/"
     fi

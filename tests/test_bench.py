@@ -204,7 +204,7 @@ def test_lora_merge_benchmark_compares_the_same_vectors(fixtures_dir, tmp_path, 
     # Unmerged, each of a block's 7 projections adds its adapter's A and B matmuls, scale and add.
     layers = 6  # tests/fixtures/tiny
     assert result["ops"]["separate"]["computing"] - result["ops"]["merged"]["computing"] == 4 * 7 * layers
-    assert len(result["seconds"]["merged"]) == 1 and result["speedup"] > 0
+    assert set(result["median_seconds"]) == {"separate", "merged"} and result["speedup"] > 0
     assert json.loads((tmp_path / "merge.json").read_text())["ops"] == result["ops"]
     assert "| merged |" in (tmp_path / "merge.md").read_text()
 
