@@ -393,6 +393,7 @@ def bench_shape(name: str, args, device, dtype, peak: float) -> list[dict]:
     t0 = time.perf_counter()
     # In bf16 the weights are drawn in fp32 first, for the parity reference (check_parity_low_precision).
     model, hf, cfg = build_pair(spec, args.baseline, device, torch.float32 if low_precision else dtype, args.seed)
+    model.skip_padding = {"on": True, "off": False, "auto": None}[args.skip_padding]
     progress(f"{name}: built in {time.perf_counter() - t0:.0f} s")
     g = torch.Generator().manual_seed(args.seed)
     encode_batch = make_batch(args.batch, args.seq, cfg.vocab_size, g, device)
@@ -628,7 +629,7 @@ def table(meta: dict, rows: list[dict]) -> str:
         f"- torch {meta['torch']}, transformers {meta['transformers']}, peft {meta['peft']}, python {meta['python']}",
         f"- batch {meta['batch']} x seq <= {meta['seq']} (left-padded, lengths uniform in [T/4, T]), "
         f"warm-up {meta['warmup']}, timed {meta['steps']} (median, sides interleaved), compile={meta['compile']}, "
-        f"checkpointing={meta['checkpointing']}",
+        f"checkpointing={meta['checkpointing']}, mltp skip_padding={meta.get('skip_padding', 'auto')}",
         f"- matmul peak (MFU denominator): {meta['matmul_peak_tflops']:.3f} TFLOP/s; load average before/after: "
         f"{meta['load_before']} / {meta['load_after']}",
         f"- command: `{meta['command']}`",
@@ -682,6 +683,8 @@ def parse_args(argv=None):
                    help="torch.compile every mltp decoder block (mltp.model.compile_blocks); MODE as torch.compile's")
     p.add_argument("--baseline", choices=["transformers", "none"], default="transformers",
                    help="none: time mltp alone, parity against unpadded runs (needs no transformers)")
+    p.add_argument("--skip-padding", choices=["auto", "on", "off"], default="auto",
+                   help="mltp's blocks compute on the real tokens only (mltp.model.Layout); auto: on the CPU only")
     p.add_argument("--checkpointing", choices=["auto", "on", "off"], default="auto",
                    help="gradient checkpointing in train mode, both sides; auto: on at the 7B shape only")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads on cpu")
@@ -718,7 +721,7 @@ def main(argv=None) -> dict:
         "device": torch.cuda.get_device_name(device) if cuda else f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "threads": f"{torch.get_num_threads()} torch threads",
         "dtype": args.dtype, "batch": args.batch, "seq": args.seq, "steps": args.steps, "warmup": args.warmup,
-        "compile": args.compile, "checkpointing": args.checkpointing, "baseline": args.baseline, "shapes": args.shapes, "modes": args.modes,
+        "compile": args.compile, "checkpointing": args.checkpointing, "skip_padding": args.skip_padding, "baseline": args.baseline, "shapes": args.shapes, "modes": args.modes,
         "command": " ".join(["python bench/bench.py"] + (sys.argv[1:] if argv is None else list(argv))),
         "load_before": [round(x, 2) for x in os.getloadavg()],
         **versions(),

@@ -13,19 +13,22 @@ residual) with rotary position embeddings in Hugging Face's split-half conventio
   the same positions as an unpadded one. transformers' forward numbers pad positions too unless
   `position_ids` is passed; its `generate()` does what we do.
 - Pad queries may attend to themselves, so no softmax row is empty (an all-masked row gives NaN);
-  their outputs are meaningless and every pooler ignores them.
+  their outputs are meaningless and every pooler ignores them. Encoding on the CPU, the blocks
+  skip pad tokens altogether (`Layout`) and the returned states hold zeros there.
 - No KV cache and no LM head by default: this decoder embeds, it does not generate.
 
 Speed. At the default model's size a GPU waits on the host issuing kernels, not on arithmetic
 (bench/README.md: 1-13% MFU on an H100), so the forward issues as few operators as the math allows:
 one fused RMSNorm, RoPE as a roll and an addcmul with the sign folded into the sin table, the
 padding mask turned into SDPA's additive bias once per forward instead of inside SDPA per block,
-and tokens kept flat (B*T, D) through the projections. Same math as transformers (the parity tests
+and tokens kept flat (n, D) through the projections. Encoding on the CPU, where time is
+arithmetic, the blocks compute on the real tokens only (`Layout`). Same math as transformers (the parity tests
 hold); bench/bench.py counts the operators each side dispatches.
 """
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -49,26 +52,53 @@ class RMSNorm(nn.Module):
 
 
 def rope_tables(positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype):
-    """cos and signed sin tables (B, 1, T, Dh) for the split-half rotation, computed in fp32.
+    """cos and signed sin tables (n, 1, Dh) for the split-half rotation of n tokens, in fp32 first.
 
-    The sin table carries rotate_half's sign (-sin on the first half, +sin on the second), so
-    `apply_rope` needs a roll instead of chunk + negate + cat: once per forward here, not per block.
+    `positions` (n,) are the computed tokens' positions, flat (see `Layout`). The sin table carries
+    rotate_half's sign (-sin on the first half, +sin on the second), so `apply_rope` needs a roll
+    instead of chunk + negate + cat: once per forward here, not per block.
     """
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim))
-    freqs = positions.float()[..., None] * inv_freq  # (B, T, Dh/2)
-    cos = freqs.cos()  # (B, T, Dh/2)
+    freqs = positions.float()[:, None] * inv_freq  # (n, Dh/2)
+    cos = freqs.cos()  # (n, Dh/2)
     sin = freqs.sin()
-    # split-half, not interleaved: dimension i and i + Dh/2 share angle i. (B, 1, T, Dh): the 1
+    # split-half, not interleaved: dimension i and i + Dh/2 share angle i. (n, 1, Dh): the 1
     # broadcasts over heads, added here once rather than in every block.
     return torch.cat([cos, cos], dim=-1)[:, None].to(dtype), torch.cat([-sin, sin], dim=-1)[:, None].to(dtype)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
-    # x (B, H, T, Dh). HF: x * cos + rotate_half(x) * sin, rotate_half(x) = [-x2, x1]
+    # x (n, H, Dh). HF: x * cos + rotate_half(x) * sin, rotate_half(x) = [-x2, x1]
     # = roll(x, Dh/2) * [-1 | +1]; the sign lives in `signed_sin`. Three kernels instead of five;
     # addcmul rounds once where HF rounds the product and the sum apart (bf16: <= 1 ulp apart).
     rolled = x.roll(x.shape[-1] // 2, dims=-1)  # [x2, x1]
-    return torch.addcmul(x * cos, rolled, signed_sin)  # cos, signed_sin (B, 1, T, Dh)
+    return torch.addcmul(x * cos, rolled, signed_sin)  # cos, signed_sin (n, 1, Dh)
+
+
+class Layout(NamedTuple):
+    """Which tokens of a padded (B, T) batch the blocks compute: all B*T, or only the real ones.
+
+    Padding is dead weight in every projection and MLP, which are nearly all of a forward's
+    arithmetic: a batch of lengths uniform in [T/4, T] is 37% pad. With `rows` set, the blocks carry
+    only the n real tokens (n, D) and lay them out padded just for attention, the one step that needs
+    the (B, T) grid. Same math at the real tokens (the parity tests check both layouts against each
+    other and against transformers); the pad positions of the returned states are zeros, not the
+    meaningless values a padded forward leaves there, and every pooler ignores them either way.
+    """
+
+    B: int
+    T: int
+    rows: torch.Tensor | None = None  # (n,) flat indices into B*T of the computed tokens; None = all
+
+    def padded(self, x: torch.Tensor) -> torch.Tensor:
+        # (n, ...) -> (B*T, ...), zeros at the pads
+        if self.rows is None:
+            return x
+        return x.new_zeros(self.B * self.T, *x.shape[1:]).index_copy_(0, self.rows, x)
+
+    def packed(self, x: torch.Tensor) -> torch.Tensor:
+        # (B*T, ...) -> (n, ...)
+        return x if self.rows is None else x.index_select(0, self.rows)
 
 
 def attention_mask_4d(
@@ -126,14 +156,15 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(D, self.n_kv * self.head_dim, bias=cfg.qkv_bias)
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, D, bias=cfg.o_bias)
 
-    def forward(self, x, cos, sin, mask, causal: bool):
-        # x (B*T, D): tokens stay flat through the projections, whose F.linear on a 2-D input is one
-        # matmul call (on 3-D it adds a view and an unsafe_view per projection, host time per call).
-        B, T = cos.shape[0], cos.shape[2]
-        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, Dh)
-        k = self.k_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)  # (B, K, T, Dh)
-        v = self.v_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)  # (B, K, T, Dh)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    def forward(self, x, cos, sin, mask, causal: bool, layout: Layout):
+        # x (n, D), n = B*T or the real tokens only (Layout): tokens stay flat through the
+        # projections, whose F.linear on a 2-D input is one matmul call (on 3-D it adds a view and an
+        # unsafe_view per projection, host time per call). RoPE too runs on the n computed tokens.
+        n, (B, T) = x.shape[0], layout[:2]
+        q = apply_rope(self.q_proj(x).view(n, self.n_heads, self.head_dim), cos, sin)  # (n, H, Dh)
+        k = apply_rope(self.k_proj(x).view(n, self.n_kv, self.head_dim), cos, sin)  # (n, K, Dh)
+        v = self.v_proj(x).view(n, self.n_kv, self.head_dim)  # (n, K, Dh)
+        q, k, v = (layout.padded(t).view(B, T, -1, self.head_dim).transpose(1, 2) for t in (q, k, v))  # (B, H|K, T, Dh)
         gqa = self.n_kv != self.n_heads
         # enable_gqa lets SDPA share each KV head across H/K query heads without copying it. With a
         # padding mask too, expanding K/V to H heads first was measured SLOWER on an H100 (fwd+bwd
@@ -141,7 +172,8 @@ class Attention(nn.Module):
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=causal and mask is None, enable_gqa=gqa
         )  # (B, H, T, Dh)
-        return self.o_proj(out.transpose(1, 2).reshape(B * T, self.n_heads * self.head_dim))  # (B*T, D)
+        out = layout.packed(out.transpose(1, 2).reshape(B * T, self.n_heads * self.head_dim))  # (n, H*Dh)
+        return self.o_proj(out)  # (n, D)
 
 
 class MLP(nn.Module):
@@ -151,8 +183,8 @@ class MLP(nn.Module):
         self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
 
-    def forward(self, x):  # (B*T, D) -> (B*T, D)
-        gate, up = self.gate_proj(x), self.up_proj(x)  # (B*T, F) each
+    def forward(self, x):  # (n, D) -> (n, D)
+        gate, up = self.gate_proj(x), self.up_proj(x)  # (n, F) each
         if torch.is_grad_enabled():
             return self.down_proj(F.silu(gate) * up)  # SwiGLU; autograd keeps gate and up for backward
         # Encoding: in place, so the product needs no third (B*T, F) buffer. The last block's MLP
@@ -169,9 +201,9 @@ class Block(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, cos, sin, mask, causal: bool):
-        # x (B*T, D) -> (B*T, D); cos/sin (B, 1, T, Dh) carry B and T
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, causal)
+    def forward(self, x, cos, sin, mask, causal: bool, layout: Layout):
+        # x (n, D) -> (n, D); cos/sin (n, 1, Dh); layout says where the n tokens sit in (B, T)
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, causal, layout)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -187,6 +219,7 @@ class Decoder(nn.Module):
         # Untied checkpoints carry a separate LM head; only next-token checks need it.
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False) if lm_head and not cfg.tie_word_embeddings else None
         self.gradient_checkpointing = False
+        self.skip_padding: bool | None = None  # None: CPU eval mode only (skips_padding)
 
     def forward(
         self,
@@ -220,24 +253,42 @@ class Decoder(nn.Module):
             positions = torch.arange(T, device=input_ids.device).expand(B, T)  # (B, T)
         else:
             positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, T), pads reuse 0
-        x = self.embed_tokens(input_ids)  # (B, T, D)
+        layout = Layout(B, T)
+        if attention_mask is not None and self.skips_padding(input_ids.device):
+            layout = Layout(B, T, attention_mask.flatten().nonzero().flatten())  # rows (n,) of the real tokens
+        x = self.embed_tokens(layout.packed(input_ids.reshape(B * T)))  # (n, D)
+        positions = layout.packed(positions.reshape(B * T))  # (n,)
         mask = attention_mask_4d(attention_mask, T, causal, window, input_ids.device)
         if mask is not None:
             # In the dtype SDPA will see: the autocast dtype under autocast (SDPA casts to it).
             dev = input_ids.device.type
             mask = additive_mask(mask, torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype)
-        cos, sin = rope_tables(positions, cfg.head_dim, cfg.rope_theta, x.dtype)  # (B, 1, T, Dh): heads broadcast
-        states = [x]
-        x = x.view(B * T, -1)  # (B*T, D): see Attention.forward
+        cos, sin = rope_tables(positions, cfg.head_dim, cfg.rope_theta, x.dtype)  # (n, 1, Dh): heads broadcast
+        states = [layout.padded(x).view(B, T, -1)]
         for block in self.layers[:n_blocks]:
             if self.gradient_checkpointing and self.training:
-                x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, mask, causal, use_reentrant=False)
+                x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, mask, causal, layout, use_reentrant=False)
             else:
-                x = block(x, cos, sin, mask, causal)
-            states.append(x.view(B, T, -1))
+                x = block(x, cos, sin, mask, causal, layout)
+            states.append(layout.padded(x).view(B, T, -1))  # (B, T, D)
         if n_blocks == cfg.num_hidden_layers:
             states[-1] = self.norm(states[-1])
         return tuple(states)
+
+    def skips_padding(self, device: torch.device) -> bool:
+        """Whether a padded batch's blocks compute on its real tokens only (`Layout`).
+
+        `skip_padding` None (the default) decides: on the CPU, in eval mode. The CPU's time is
+        arithmetic, so skipping pays in proportion to the padding (bench/results/cpu-skip-padding-*).
+        Not in training mode: LoRA dropout draws a mask entry per input entry, so the packed layout
+        would draw other masks from the same seed than every run recorded so far, and the study's
+        configurations would stop sharing dropout draws (run.py check_same_budget). Not on a GPU
+        yet: small models there wait on kernel launches, which the gather and scatters add to (seven
+        a block), and each forward would wait for the host to count the real tokens; unmeasured.
+        """
+        if self.skip_padding is not None:
+            return self.skip_padding
+        return device.type == "cpu" and not self.training
 
     def logits(self, h_last: torch.Tensor) -> torch.Tensor:
         """Next-token logits (B, T, V) from the final hidden state."""

@@ -11,6 +11,7 @@
 # step still returns its log. Environment: STUDY_MINUTES (c: the sweep's --time-limit, default 6),
 # STUDY_ARGS (c: training budget flags), BENCH_COMPILE_MODE (a: default reduce-overhead; "none"
 # skips the compiled benchmark), BENCH_SECONDS (a: the eager benchmark's cap, default 200),
+# BENCH_SKIP_PADDING (a: "off" skips the encode benchmark with mltp skipping padding; SKIP_SECONDS, default 90),
 # PROBE_SECONDS (c: time for `run.py probe --pooler` on the new MLTP runs, default 90).
 # MLTP_GIT_REVISION defaults to the revision gpu_pack.sh recorded (the machine's copy may carry a
 # stale .git; run.py records this variable instead).
@@ -47,6 +48,13 @@ a)
     log "benchmark, eager"
     timeout "${BENCH_SECONDS:-200}" $PY bench/bench.py --device cuda --modes encode,train,train-joint --steps 10 --warmup 3 \
         --out "$S/bench/$gpu" 2>&1 | tee "$S/bench/eager.log"
+    if [ "${BENCH_SKIP_PADDING:-on}" != off ]; then
+        # Off by default on a GPU (mltp.model.Decoder.skips_padding) until this measures it:
+        # encode at all three shapes with mltp computing only the real tokens (2026-12-01).
+        log "benchmark, encode, mltp skipping padding"
+        timeout "${SKIP_SECONDS:-90}" $PY bench/bench.py --device cuda --modes encode --skip-padding on --steps 10 --warmup 3 \
+            --out "$S/bench/$gpu-skip-padding" 2>&1 | tee "$S/bench/skip-padding.log"
+    fi
     if [ "${BENCH_COMPILE_MODE:-reduce-overhead}" != none ]; then
         log "benchmark, torch.compile ${BENCH_COMPILE_MODE:-reduce-overhead} (SmolLM2 shape, encode)"
         # Compiling 30 blocks for three batch shapes, forward and backward, took over 75 s (2026-11-25).

@@ -23,22 +23,26 @@ def assert_states_close(ours, ref, mask, atol=2e-5):
         assert diff < atol, f"hidden state {i}: max abs diff {diff}"
 
 
+@pytest.mark.parametrize("skip_padding", [False, True], ids=["padded", "real-tokens-only"])
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("side", ["left", "right"])
-def test_causal_hidden_states_match_transformers(fixtures_dir, arch, side):
+def test_causal_hidden_states_match_transformers(fixtures_dir, arch, side, skip_padding):
     ref = expected(fixtures_dir, arch)
     model = mltp.load_model(fixtures_dir / "hf" / arch)
+    model.skip_padding = skip_padding
     ids, mask = ref[f"{side}.input_ids"], ref[f"{side}.attention_mask"]
     with torch.no_grad():
         states = model(ids, mask, causal=True)
     assert_states_close(states, ref[f"{side}.causal"], mask)
 
 
+@pytest.mark.parametrize("skip_padding", [False, True], ids=["padded", "real-tokens-only"])
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
 @pytest.mark.parametrize("side", ["left", "right"])
-def test_bidirectional_hidden_states_match_transformers_with_full_mask(fixtures_dir, arch, side):
+def test_bidirectional_hidden_states_match_transformers_with_full_mask(fixtures_dir, arch, side, skip_padding):
     ref = expected(fixtures_dir, arch)
     model = mltp.load_model(fixtures_dir / "hf" / arch)
+    model.skip_padding = skip_padding
     ids, mask = ref[f"{side}.input_ids"], ref[f"{side}.attention_mask"]
     with torch.no_grad():
         states = model(ids, mask, causal=False)
@@ -98,6 +102,44 @@ def test_encoding_in_place_equals_the_autograd_forward(fixtures_dir):
         assert torch.equal(a, b.detach())
     traced[-1].sum().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
+
+
+def test_skipping_padding_is_the_padded_forward_with_zeros_at_pads(fixtures_dir):
+    # Mistral's fixture has a 5-token sliding window, so the real-tokens-only layout meets the
+    # window mask too. Forward and LoRA gradients agree; the pad positions become exact zeros.
+    model = mltp.load_model(fixtures_dir / "hf" / "mistral")
+    apply_lora(model, LoRAConfig(r=4, alpha=8, dropout=0.0))
+    torch.manual_seed(0)
+    for p in lora_parameters(model):
+        p.data.normal_(0, 0.1)  # B starts at zero; make the adapter matter
+    ids = torch.randint(1, 97, (3, 9))
+    mask = torch.tensor([[0, 0, 0, 1, 1, 1, 1, 1, 1], [1] * 9, [0, 0, 0, 0, 0, 0, 0, 1, 1]])
+    runs = {}
+    for skip in (False, True):
+        model.skip_padding = skip
+        model.zero_grad()
+        states = model(ids, mask)
+        sum(h[mask.bool()].square().sum() for h in states).backward()
+        runs[skip] = [h.detach() for h in states], [p.grad.clone() for p in lora_parameters(model)]
+    (padded, g_padded), (skipped, g_skipped) = runs[False], runs[True]
+    assert_states_close(skipped, torch.stack(padded), mask, atol=1e-5)
+    for h in skipped:
+        assert torch.equal(h[~mask.bool()], torch.zeros_like(h[~mask.bool()]))
+    for a, b in zip(g_skipped, g_padded):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_padding_is_skipped_when_encoding_on_the_cpu_unless_told(fixtures_dir):
+    # Training keeps the padded layout: the packed one would draw other LoRA dropout masks.
+    model = mltp.load_model(fixtures_dir / "hf" / "llama")
+    assert model.skip_padding is None and not model.training
+    assert model.skips_padding(torch.device("cpu")) and not model.skips_padding(torch.device("cuda"))
+    model.train()
+    assert not model.skips_padding(torch.device("cpu"))
+    model.skip_padding = True
+    assert model.skips_padding(torch.device("cpu")) and model.skips_padding(torch.device("cuda"))
+    model.eval().skip_padding = False
+    assert not model.skips_padding(torch.device("cpu"))
 
 
 @pytest.mark.parametrize("causal", [True, False])
