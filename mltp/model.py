@@ -22,8 +22,8 @@ Speed. At the default model's size a GPU waits on the host issuing kernels, not 
 one fused RMSNorm, RoPE as a roll and an addcmul with the sign folded into the sin table, the
 padding mask turned into SDPA's additive bias once per forward instead of inside SDPA per block,
 and tokens kept flat (n, D) through the projections. Encoding on the CPU, where time is
-arithmetic, the blocks compute on the real tokens only (`Layout`). Same math as transformers (the parity tests
-hold); bench/bench.py counts the operators each side dispatches.
+arithmetic, the blocks compute on the real tokens only (`Layout`). Same math as transformers (the
+parity tests hold); bench/bench.py counts the operators each side dispatches.
 """
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ class Layout(NamedTuple):
     """Which tokens of a padded (B, T) batch the blocks compute: all B*T, or only the real ones.
 
     Padding is dead weight in every projection and MLP, which are nearly all of a forward's
-    arithmetic: a batch of lengths uniform in [T/4, T] is 37% pad. With `rows` set, the blocks carry
+    arithmetic: a batch of lengths uniform in [T/4, T] is 37% pad on average. With `rows` set, the blocks carry
     only the n real tokens (n, D) and lay them out padded just for attention, the one step that needs
     the (B, T) grid. Same math at the real tokens (the parity tests check both layouts against each
     other and against transformers); the pad positions of the returned states are zeros, not the
