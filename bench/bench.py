@@ -684,7 +684,8 @@ def parse_args(argv=None):
     p.add_argument("--baseline", choices=["transformers", "none"], default="transformers",
                    help="none: time mltp alone, parity against unpadded runs (needs no transformers)")
     p.add_argument("--skip-padding", choices=["auto", "on", "off"], default="auto",
-                   help="mltp's blocks compute on the real tokens only (mltp.model.Layout); auto: on the CPU only")
+                   help="mltp's blocks compute on the real tokens only (mltp.model.Layout); auto: the Decoder's default, "
+                        "on for encoding (eval mode) on the CPU only")
     p.add_argument("--checkpointing", choices=["auto", "on", "off"], default="auto",
                    help="gradient checkpointing in train mode, both sides; auto: on at the 7B shape only")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads on cpu")

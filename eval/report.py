@@ -54,8 +54,9 @@ def summarise(seeds: list[dict]) -> dict:
     return {"tasks": tasks, "families": families}
 
 
-def matched_seeds(a: list[dict], b: list[dict]) -> tuple[list[dict], list[dict]]:
-    """The runs of a and of b at the seeds both have, in seed order; all of each if they share none.
+def matched_seeds(a: list[dict], b: list[dict]) -> tuple[list[dict], list[dict], list]:
+    """The runs of a and of b at the seeds both have, in seed order, and those seeds; all of each
+    (and no seeds) if they share none.
 
     Configurations run at one seed share their training data order and dropout draws (common random
     numbers: the CPU study's M3 and A1-mltp-noW scored within 0.003 of each other at each seed while
@@ -66,18 +67,17 @@ def matched_seeds(a: list[dict], b: list[dict]) -> tuple[list[dict], list[dict]]
     by_b = {r["config"].get("seed"): r for r in b}
     common = sorted(set(by_a) & set(by_b), key=lambda s: (s is None, s))
     if not common:
-        return a, b
-    return [by_a[s] for s in common], [by_b[s] for s in common]
+        return a, b, []
+    return [by_a[s] for s in common], [by_b[s] for s in common], common
 
 
 def compare(a: list[dict], b: list[dict], family: str) -> dict:
-    a, b = matched_seeds(a, b)
+    a, b, seeds = matched_seeds(a, b)
     sa, sb = summarise(a), summarise(b)
     names = [n for n, t in sa["tasks"].items() if t["family"] == family and n in sb["tasks"]]
     x = [sa["tasks"][n]["mean"] for n in names]
     y = [sb["tasks"][n]["mean"] for n in names]
-    out = {"datasets": names, "diff": statistics.fmean(x) - statistics.fmean(y) if names else math.nan,
-           "seeds": sorted({r["config"].get("seed") for r in a} & {r["config"].get("seed") for r in b}, key=str)}
+    out = {"datasets": names, "diff": statistics.fmean(x) - statistics.fmean(y) if names else math.nan, "seeds": seeds}
     out["wilcoxon"] = wilcoxon_signed_rank(x, y) if len(names) >= 1 else None
     # Per-item tests on matched seeds (seed k of a against seed k of b).
     per_item = {}

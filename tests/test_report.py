@@ -22,7 +22,8 @@ def test_a_comparison_uses_only_the_shared_seeds():
 def test_seeds_are_matched_by_number_not_by_position():
     a = [run(1, 0.2), run(2, 0.9)]
     b = [run(0, 0.0), run(2, 0.5)]
-    ma, mb = matched_seeds(a, b)
+    ma, mb, seeds = matched_seeds(a, b)
+    assert seeds == [2]
     assert [r["config"]["seed"] for r in ma] == [2] and [r["config"]["seed"] for r in mb] == [2]
     assert compare(a, b, "sts")["diff"] == pytest.approx(0.4)
 
