@@ -654,6 +654,8 @@ def table(meta: dict, rows: list[dict]) -> str:
         lines.append(f"- parity {r['shape']} {r['mode']} (against {against}): {facts}")
     for name, error in meta.get("errors", {}).items():
         lines.append(f"- FAILED {name}: {error}")
+    if meta.get("unfinished"):
+        lines.append(f"- PARTIAL: written before {', '.join(meta['unfinished'])} ran; a run cut short stops here")
     return "\n".join(lines) + "\n"
 
 
@@ -730,7 +732,7 @@ def main(argv=None) -> dict:
     peak = matmul_peak(device, dtype)
     meta["matmul_peak_tflops"] = peak / 1e12
     rows, errors = [], {}
-    for name in args.shapes:
+    for i, name in enumerate(args.shapes):
         # One shape failing (parity, out of memory) must not cost the others their numbers.
         try:
             rows += bench_shape(name, args, device, dtype, peak)
@@ -739,13 +741,23 @@ def main(argv=None) -> dict:
             errors[name] = f"{type(e).__name__}: {e}"
         if cuda:
             torch.cuda.empty_cache()
-    meta["load_after"] = [round(x, 2) for x in os.getloadavg()]
-    meta["errors"] = errors
+        if args.out and i + 1 < len(args.shapes):
+            # The table so far, on disk after every shape: a run cut short by a timeout (a device
+            # call has a hard limit; the 7B shape is the slow one) keeps the shapes it finished.
+            report(args, meta, rows, errors, cuda, unfinished=args.shapes[i + 1:])
+    return report(args, meta, rows, errors, cuda, unfinished=[], show=True)
+
+
+def report(args, meta: dict, rows: list[dict], errors: dict, cuda: bool, unfinished: list[str], show: bool = False) -> dict:
+    """The table, the goals and the JSON of the rows so far; written to --out when given."""
+    meta = {**meta, "load_after": [round(x, 2) for x in os.getloadavg()], "errors": errors, "unfinished": unfinished}
     text = table(meta, rows)
-    checks = (goals(rows) if cuda else cpu_goal(rows)) + [(f"{n}: did not finish ({e})", False) for n, e in errors.items()]
+    checks = ((goals(rows) if cuda else cpu_goal(rows)) + [(f"{n}: did not finish ({e})", False) for n, e in errors.items()]
+              + [(f"{n}: not run yet", False) for n in unfinished])
     if checks:
         text += "\n" + "\n".join(f"- {'PASS' if ok else 'FAIL'}: {what}" for what, ok in checks) + "\n"
-    print(text)
+    if show:
+        print(text)
     result = {"meta": meta, "rows": rows, "goals": [{"goal": w, "pass": ok} for w, ok in checks], "table": text}
     if args.out:
         atomic_write_stem(args.out, result, text)

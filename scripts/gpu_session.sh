@@ -13,6 +13,8 @@
 # skips the compiled benchmark), BENCH_SECONDS (a: the eager benchmark's cap, default 200),
 # BENCH_SKIP_PADDING (a: "off" skips the encode benchmark with mltp skipping padding; SKIP_SECONDS, default 90),
 # PROBE_SECONDS (c: time for `run.py probe --pooler` on the new MLTP runs, default 90).
+# DEVICE (default cuda): "cpu" rehearses the plumbing on a machine without a GPU (the file names
+# say "cpu"); see "Rehearsal" in bench/README.md.
 # MLTP_GIT_REVISION defaults to the revision gpu_pack.sh recorded (the machine's copy may carry a
 # stale .git; run.py records this variable instead).
 #
@@ -30,17 +32,21 @@ OUT=${OUT:-/tmp/gpu-out}
 mkdir -p "$S" "$OUT"
 export PYTHONUNBUFFERED=1 MLTP_CACHE=$S/cache
 PY=${PY:-python3}
+DEVICE=${DEVICE:-cuda}
 if [ -z "${MLTP_GIT_REVISION:-}" ] && [ -f ".gpu/$stage/REVISION" ]; then
     export MLTP_GIT_REVISION=$(cat ".gpu/$stage/REVISION")
 fi
 log() { echo "[$(date -u +%H:%M:%S)] $*"; }
 # Result files are named after the card: "NVIDIA H100 80GB HBM3" -> h100, "NVIDIA H200" -> h200.
-card() { nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | awk '{print tolower($2)}'; }
+card() {
+    if [ "$DEVICE" = cpu ]; then echo cpu; return; fi
+    nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | awk '{print tolower($2)}'
+}
 
 case $stage in
 a)
     cp .gpu/a/gguf.part1 "$S/"
-    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv
+    [ "$DEVICE" = cpu ] || nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv
     gpu=$(card)
     $PY -c "import torch, transformers, peft; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__)"
     mkdir -p "$S/bench"
@@ -49,19 +55,19 @@ a)
         timeout 40 $PY bench/sdpa_gqa.py --out "$S/bench/sdpa-gqa-$gpu" 2>&1 | tee "$S/bench/sdpa.log"
     fi
     log "benchmark, eager"
-    timeout "${BENCH_SECONDS:-200}" $PY bench/bench.py --device cuda --modes encode,train,train-joint --steps 10 --warmup 3 \
+    timeout "${BENCH_SECONDS:-200}" $PY bench/bench.py --device "$DEVICE" --modes encode,train,train-joint --steps 10 --warmup 3 \
         --out "$S/bench/$gpu" 2>&1 | tee "$S/bench/eager.log"
     if [ "${BENCH_SKIP_PADDING:-on}" != off ]; then
         # Off by default on a GPU (mltp.model.Decoder.skips_padding) until this measures it:
         # encode at all three shapes with mltp computing only the real tokens (2026-12-01).
         log "benchmark, encode, mltp skipping padding"
-        timeout "${SKIP_SECONDS:-90}" $PY bench/bench.py --device cuda --modes encode --skip-padding on --steps 10 --warmup 3 \
+        timeout "${SKIP_SECONDS:-90}" $PY bench/bench.py --device "$DEVICE" --modes encode --skip-padding on --steps 10 --warmup 3 \
             --out "$S/bench/$gpu-skip-padding" 2>&1 | tee "$S/bench/skip-padding.log"
     fi
     if [ "${BENCH_COMPILE_MODE:-reduce-overhead}" != none ]; then
         log "benchmark, torch.compile ${BENCH_COMPILE_MODE:-reduce-overhead} (SmolLM2 shape, encode)"
         # Compiling 30 blocks for three batch shapes, forward and backward, took over 75 s (2026-11-25).
-        timeout 120 $PY bench/bench.py --device cuda --compile "${BENCH_COMPILE_MODE:-reduce-overhead}" --shapes smollm2-135m \
+        timeout 120 $PY bench/bench.py --device "$DEVICE" --compile "${BENCH_COMPILE_MODE:-reduce-overhead}" --shapes smollm2-135m \
             --modes encode --steps 10 --warmup 3 --out "$S/bench/$gpu-compile" 2>&1 | tee "$S/bench/compile.log"
     fi
     tar czf "$OUT/bench.tar.gz" -C "$S" bench
@@ -83,7 +89,7 @@ c)
     mkdir -p "$S/data" && cp -r .gpu/c/data/. "$S/data/"
     test -f "$MLTP_CACHE/models/smollm2-135m/config.json" || { echo "no converted model: run stage b first"; exit 1; }
     # What evaluating with the adapter merged buys on this card (run.py does it; bench/lora_merge.py).
-    timeout 60 $PY bench/lora_merge.py --device cuda --texts 128 --reps 3 --out "$OUT/lora-merge-$(card)" 2>&1 | tail -12
+    timeout 60 $PY bench/lora_merge.py --device "$DEVICE" --texts 128 --reps 3 --out "$OUT/lora-merge-$(card)" 2>&1 | tail -12
     if [ -d results/gpu-study ]; then  # earlier sessions' runs: the sweep skips them
         mkdir -p "$S/study" && cp -rn results/gpu-study/. "$S/study/"
     fi

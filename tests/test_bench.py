@@ -174,6 +174,27 @@ def test_a_failing_shape_is_reported_and_the_others_still_run(tmp_path, one_thre
     assert {"goal": f"broken: did not finish ({result['meta']['errors']['broken']})", "pass": False} in result["goals"]
 
 
+def test_a_run_cut_short_keeps_the_shapes_it_finished(tmp_path, one_thread, monkeypatch):
+    # A device call's timeout kills the benchmark mid-shape; simulated by an interrupt in the second
+    # shape. The first shape's row must already be on disk, marked partial.
+    monkeypatch.setitem(bench.SHAPES, "second", bench.SHAPES["tiny"])
+    real = bench.bench_shape
+
+    def cut(name, *rest):
+        if name == "second":
+            raise KeyboardInterrupt
+        return real(name, *rest)
+
+    monkeypatch.setattr(bench, "bench_shape", cut)
+    with pytest.raises(KeyboardInterrupt):
+        bench.main(["--device", "cpu", "--shapes", "tiny,second", "--baseline", "none", "--batch", "2", "--seq", "8",
+                    "--steps", "1", "--warmup", "0", "--modes", "encode", "--out", str(tmp_path / "cut")])
+    saved = json.loads((tmp_path / "cut.json").read_text())
+    assert [r["shape"] for r in saved["rows"]] == ["tiny"] and saved["meta"]["unfinished"] == ["second"]
+    assert "- PARTIAL: written before second ran" in (tmp_path / "cut.md").read_text()
+    assert {"goal": "second: not run yet", "pass": False} in saved["goals"]
+
+
 def test_bf16_parity_is_judged_against_an_fp32_reference(one_thread):
     # bf16 on the CPU, no transformers: mltp in bf16 against the same weights run in fp32.
     result = bench.main(["--device", "cpu", "--shapes", "tiny", "--baseline", "none", "--dtype", "bf16",
