@@ -53,6 +53,7 @@ import sys
 import time
 import traceback
 import weakref
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -154,8 +155,10 @@ def share_weights(model: Decoder, hf) -> None:
     model.load_state_dict({k: v for k, v in state.items() if k in model.state_dict()}, strict=True, assign=True)
 
 
-def mltp_states(model, ids, mask):
-    return model(ids, mask, causal=True)
+def mltp_states(model, ids, mask, keep=None):
+    # Timed with keep = the pooler's blocks, as mltp.embedder.Embedder runs it (the states nobody
+    # reads are freed as the forward goes); parity compares every state (keep=None).
+    return model(ids, mask, causal=True, keep=keep)
 
 
 def hf_states(model, ids, mask):
@@ -380,9 +383,9 @@ def peak_memory(fn, resident: int, device) -> int:
 
 # ---- one shape --------------------------------------------------------------------------------
 
-def make_pooler(cfg: ModelConfig, device) -> torch.nn.Module:
+def make_pooler(cfg: ModelConfig, device, layers: str = "all") -> torch.nn.Module:
     config = PoolerConfig(kind="mltp", hidden_size=cfg.hidden_size, num_layers=cfg.num_hidden_layers,
-                          layers="all", layer_token="eos",  # paper M3: causal model, EOS per block
+                          layers=layers, layer_token="eos",  # paper M3: causal model, EOS per block
                           head_dim=math.gcd(cfg.hidden_size, 64))  # 64, or what divides a layout shape's width
     return build_pooler(config).to(device)
 
@@ -417,7 +420,8 @@ def bench_shape(name: str, args, device, dtype, peak: float) -> list[dict]:
     p_batch = make_batch(args.batch, args.seq, cfg.vocab_size, g, device)
     torch.manual_seed(args.seed)
     pooler = make_pooler(cfg, device)
-    sides = {"mltp": (model, mltp_states)} | ({"transformers": (hf, hf_states)} if hf is not None else {})
+    sides = ({"mltp": (model, partial(mltp_states, keep=pooler.needs_layers))}
+             | ({"transformers": (hf, hf_states)} if hf is not None else {}))
     rows = []
 
     if "encode" in args.modes:
@@ -481,7 +485,7 @@ def bench_train(name, args, device, dtype, peak, model, hf, cfg, pooler, q_batch
     apply_lora(model, LORA)
     model.gradient_checkpointing = checkpointed
     model.train()
-    sides = {"mltp": (model, mltp_states)}
+    sides = {"mltp": (model, partial(mltp_states, keep=pooler.needs_layers))}
     if hf is not None:
         hf = add_lora_hf(hf)
         if checkpointed:

@@ -41,6 +41,9 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--seq", type=int, default=256)
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="bf16")
     p.add_argument("--baseline", choices=("transformers", "none"), default="transformers")
+    p.add_argument("--layers", default="all",
+                   help="the MLTP pooler's blocks (all, last4, middle4, a list); mltp runs only up to the last of them and "
+                        "keeps only their states, as mltp.embedder.Embedder does; transformers returns every state")
     args = p.parse_args(argv)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
     rows = []
@@ -48,8 +51,14 @@ def main(argv=None) -> list[dict]:
         model, hf, cfg = bench.build_pair(bench.SHAPES[shape], args.baseline, "cpu", dtype, 0)
         g = torch.Generator().manual_seed(0)
         ids, mask = bench.make_batch(args.batch, args.seq, cfg.vocab_size, g, "cpu")
-        pooler = bench.make_pooler(cfg, "cpu")
-        sides = {"mltp": (model, bench.mltp_states)} | ({"transformers": (hf, bench.hf_states)} if hf is not None else {})
+        pooler = bench.make_pooler(cfg, "cpu", args.layers)
+        needs = pooler.needs_layers
+        top = max(needs) if max(needs) < cfg.num_hidden_layers else None
+
+        def mltp_states(m, ids, mask):  # what Embedder.forward asks of the decoder
+            return m(ids, mask, causal=True, upto=top, keep=needs)
+
+        sides = {"mltp": (model, mltp_states)} | ({"transformers": (hf, bench.hf_states)} if hf is not None else {})
         for side, (m, forward) in sides.items():
             for with_pooler in (False, True):
                 with torch.no_grad(), PeakAt() as live:
@@ -57,10 +66,11 @@ def main(argv=None) -> list[dict]:
                     if with_pooler:
                         pooler(states, mask)
                     del states
-                rows.append({"shape": shape, "side": side, "call": "decoder + pooler" if with_pooler else "decoder",
+                rows.append({"shape": shape, "layers": args.layers, "side": side,
+                             "call": "decoder + pooler" if with_pooler else "decoder",
                              "peak_bytes": live.peak, "at": live.at})
     print(f"# Encode memory peak above the weights (CPU, live tensor storage, {args.dtype}, "
-          f"batch {args.batch} x T <= {args.seq}, torch {torch.__version__})\n")
+          f"batch {args.batch} x T <= {args.seq}, MLTP over blocks {args.layers}, torch {torch.__version__})\n")
     print("| shape | side | call | peak | reached at |\n|---|---|---|---:|---|")
     for r in rows:
         print(f"| {r['shape']} | {r['side']} | {r['call']} | {r['peak_bytes'] / 2**20:.1f} MiB | `{r['at']}` |")

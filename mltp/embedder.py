@@ -55,7 +55,8 @@ class Embedder(nn.Module):
         return [self.config.template.format(instruction=instruction, text=t) for t in texts]
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        states = self.model(input_ids, attention_mask, causal=self.config.causal, upto=self.upto)
+        # Only the states the pooler reads are kept: the others are freed block by block.
+        states = self.model(input_ids, attention_mask, causal=self.config.causal, upto=self.upto, keep=self.pooler.needs_layers)
         return self.pooler(states, attention_mask)  # (B, D), unit norm
 
     def tokenize(self, texts: list[str], instruction: str | None = None) -> list[list[int]]:

@@ -28,6 +28,7 @@ parity tests hold); bench/bench.py counts the operators each side dispatches.
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from typing import NamedTuple
 
 import torch
@@ -228,11 +229,15 @@ class Decoder(nn.Module):
         *,
         causal: bool = True,
         upto: int | None = None,
-    ) -> tuple[torch.Tensor, ...]:
+        keep: Collection[int] | None = None,
+    ) -> tuple[torch.Tensor | None, ...]:
         """Hidden states (B, T, D): index 0 = embeddings, i = block i, L = block L after the final norm.
 
         `upto=n` runs only blocks 1..n and returns n+1 states (a pooler reading only the middle
         layers need not pay for the top ones); the final norm applies only when n == L.
+        `keep` (default: all) names the indices to return; the others are None. Encoding, a state
+        nobody holds is freed when the next block has read it, so a pooler over the middle 4 blocks
+        holds 4 states at the end, not 18 (the pooler contract allows None: mltp.pooling).
         """
         cfg = self.config
         B, T = input_ids.shape
@@ -264,14 +269,20 @@ class Decoder(nn.Module):
             dev = input_ids.device.type
             mask = additive_mask(mask, torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype)
         cos, sin = rope_tables(positions, cfg.head_dim, cfg.rope_theta, x.dtype)  # (n, 1, Dh): heads broadcast
-        states = [layout.padded(x).view(B, T, -1)]
-        for block in self.layers[:n_blocks]:
+        if keep is not None and not all(0 <= i <= n_blocks for i in keep):
+            raise ValueError(f"keep={sorted(keep)} outside the {n_blocks + 1} states 0..{n_blocks} this forward returns")
+
+        def state(i: int, x: torch.Tensor) -> torch.Tensor | None:  # (n, D) -> (B, T, D), if kept
+            return layout.padded(x).view(B, T, -1) if keep is None or i in keep else None
+
+        states = [state(0, x)]
+        for i, block in enumerate(self.layers[:n_blocks], start=1):
             if self.gradient_checkpointing and self.training:
                 x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, mask, causal, layout, use_reentrant=False)
             else:
                 x = block(x, cos, sin, mask, causal, layout)
-            states.append(layout.padded(x).view(B, T, -1))  # (B, T, D)
-        if n_blocks == cfg.num_hidden_layers:
+            states.append(state(i, x))  # (B, T, D) or None
+        if n_blocks == cfg.num_hidden_layers and states[-1] is not None:
             states[-1] = self.norm(states[-1])
         return tuple(states)
 

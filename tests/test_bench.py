@@ -261,3 +261,7 @@ def test_encode_peak_splits_decoder_and_pooler(one_thread):
     assert (decoder["side"], decoder["call"], with_pooler["call"]) == ("mltp", "decoder", "decoder + pooler")
     # The states stay alive while the pooler runs, so its peak sits on top of theirs.
     assert 0 < decoder["peak_bytes"] <= with_pooler["peak_bytes"] and decoder["at"]
+    # A pooler over block 1 of 2: the decoder stops there and holds one state, not three.
+    few, _ = encode_peak.main(["--shapes", "tiny", "--baseline", "none", "--batch", "2", "--seq", "16", "--dtype", "fp32",
+                               "--layers", "1"])
+    assert few["layers"] == "1" and 0 < few["peak_bytes"] < decoder["peak_bytes"]

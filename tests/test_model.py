@@ -88,6 +88,27 @@ def test_upto_returns_the_first_blocks_unchanged(fixtures_dir):
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.parametrize("skip_padding", [False, True], ids=["padded", "real-tokens-only"])
+def test_keep_returns_only_the_named_states_unchanged(fixtures_dir, skip_padding):
+    # The states a pooler does not read come back as None; the kept ones, the final norm on the
+    # last included, are those of the full forward.
+    model = mltp.load_model(fixtures_dir / "hf" / "qwen2")
+    model.skip_padding = skip_padding
+    L = model.config.num_hidden_layers
+    ids = torch.randint(1, 97, (2, 7))
+    mask = torch.tensor([[0, 0, 1, 1, 1, 1, 1], [1] * 7])
+    with torch.no_grad():
+        full = model(ids, mask)
+        some = model(ids, mask, keep=(1, L))
+        middle = model(ids, mask, upto=2, keep=[0, 2])
+    assert [i for i, h in enumerate(some) if h is not None] == [1, L]
+    assert torch.equal(some[1], full[1]) and torch.equal(some[L], full[L])
+    assert len(middle) == 3 and middle[1] is None
+    assert torch.equal(middle[0], full[0]) and torch.equal(middle[2], full[2])
+    with pytest.raises(ValueError, match=r"keep=\[3\] outside the 3 states 0..2"):
+        model(ids, mask, upto=2, keep=[3])
+
+
 def test_encoding_in_place_equals_the_autograd_forward(fixtures_dir):
     # Without autograd the MLP works in place (one buffer fewer at the memory peak); with it, it
     # must not. Same values either way, and the autograd one still backpropagates.

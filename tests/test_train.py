@@ -146,6 +146,24 @@ def test_encode_restores_order_and_matches_single_texts(fixtures_dir, tmp_path):
     assert torch.allclose(batched.norm(dim=-1), torch.ones(3))
 
 
+def test_embedder_runs_and_keeps_only_what_its_pooler_reads(fixtures_dir):
+    # A pooler over blocks 2 and 4 of 6: the embedder stops after block 4 and keeps 2 states, and
+    # its vectors are the pooler's over the full forward.
+    model = mltp.load_model(fixtures_dir / "tiny")
+    cfg = model.config
+    pooler = build_pooler(PoolerConfig(kind="mltp", hidden_size=cfg.hidden_size, num_layers=cfg.num_hidden_layers,
+                                       layers="2,4", layer_token="eos", num_latents=8)).eval()
+    emb = Embedder(model, mltp.load_tokenizer(fixtures_dir / "tiny"), pooler, EmbedderConfig(model=str(fixtures_dir / "tiny")))
+    ids, mask = emb.batch(emb.tokenize(["a short one", "a considerably longer text"]))
+    seen = []
+    pooler.register_forward_pre_hook(lambda module, args: seen.append([h is not None for h in args[0]]))
+    with torch.no_grad():
+        ours = emb(ids, mask)
+        full = pooler(model(ids, mask), mask)
+    assert emb.upto == 4 and seen[0] == [False, False, True, False, True]
+    torch.testing.assert_close(ours, full, atol=0, rtol=0)
+
+
 def test_saved_embedder_reloads_identically(fixtures_dir, tmp_path):
     torch.manual_seed(0)
     emb, lora = make_embedder(fixtures_dir)
