@@ -112,6 +112,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
                        help="start no run that would end past MIN minutes (predicted from the slowest run so far; the "
                             "first always starts); finished runs are kept, so the next invocation goes on from there")
         p.add_argument("--report-only", action="store_true", help="run nothing: rebuild the report from the finished runs in --out")
+        p.add_argument("--no-report", action="store_true",
+                       help="run, but leave the report to a later --report-only (a rented GPU's minutes go to runs)")
     if command == "probe":
         p.add_argument("--every", type=int, default=1, help="probe every k-th block")
         p.add_argument("--pooler", metavar="DIR", help="instead: where a trained MLTP pooler (a saved embedder, e.g. RUN/final) "
@@ -435,6 +437,8 @@ def run_ablation(args: argparse.Namespace) -> None:
             started = time.perf_counter()
             run_one(run_args, run_dir)
             slowest = max(slowest, time.perf_counter() - started)
+        if args.no_report:
+            return
     runs = {}
     for name in configs:
         seeds = sorted((out / name).glob("seed-*/results.json"))

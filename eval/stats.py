@@ -94,12 +94,40 @@ def _check_pair(a: dict, b: dict) -> tuple[str, dict, dict]:
     return kind, pa, pb
 
 
-def _mean_diff(a: np.ndarray, b: np.ndarray, gold_ranks: np.ndarray) -> float:
-    return float(a.mean() - b.mean())
+RESAMPLE_BLOCK = 250_000  # items x resamples computed at once (paired_test)
 
 
-def _spearman_diff(a: np.ndarray, b: np.ndarray, gold_ranks: np.ndarray) -> float:
-    return pearson(average_ranks(a), gold_ranks) - pearson(average_ranks(b), gold_ranks)
+def rank_rows(x: np.ndarray) -> np.ndarray:
+    """`average_ranks` of every row of x (R, n) at once: 1-based, a run of ties gets its mean rank."""
+    R, n = x.shape
+    order = np.argsort(x, axis=1, kind="stable")  # (R, n)
+    s = np.take_along_axis(x, order, axis=1)  # (R, n) each row sorted
+    first = np.ones((R, n), bool)  # (R, n) a sorted position that starts a run of equal values
+    first[:, 1:] = s[:, 1:] != s[:, :-1]
+    last = np.ones((R, n), bool)  # (R, n) ... that ends one
+    last[:, :-1] = first[:, 1:]
+    pos = np.arange(n)
+    start = np.maximum.accumulate(np.where(first, pos, 0), axis=1)  # (R, n) its run's first position
+    end = np.minimum.accumulate(np.where(last, pos, n - 1)[:, ::-1], axis=1)[:, ::-1]  # (R, n) its run's last
+    ranks = np.empty((R, n))
+    np.put_along_axis(ranks, order, (start + end) / 2.0 + 1.0, axis=1)  # mean of ranks start+1 .. end+1
+    return ranks
+
+
+def pearson_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """`pearson` of every row pair of x, y (R, n) -> (R,); NaN where a row is constant."""
+    xc, yc = x - x.mean(axis=1, keepdims=True), y - y.mean(axis=1, keepdims=True)
+    denom = np.sqrt((xc * xc).sum(axis=1) * (yc * yc).sum(axis=1))  # (R,)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, (xc * yc).sum(axis=1) / denom, np.nan)
+
+
+def _mean_diff(a: np.ndarray, b: np.ndarray, gold_ranks: np.ndarray) -> np.ndarray:
+    return a.mean(axis=1) - b.mean(axis=1)  # (R, n) resamples -> (R,)
+
+
+def _spearman_diff(a: np.ndarray, b: np.ndarray, gold_ranks: np.ndarray) -> np.ndarray:
+    return pearson_rows(rank_rows(a), gold_ranks) - pearson_rows(rank_rows(b), gold_ranks)  # (R,)
 
 
 def paired_test(result_a: dict, result_b: dict, *, n_resamples: int = 2000, seed: int = 0) -> dict:
@@ -118,24 +146,30 @@ def paired_test(result_a: dict, result_b: dict, *, n_resamples: int = 2000, seed
     if n < 2:
         raise ValueError(f"paired_test needs at least 2 items, got {n}")
     rng = np.random.default_rng(seed)
-    gold_ranks = average_ranks(gold)  # (n,)
-    diff = stat(a, b, gold_ranks)
+    diff = float(stat(a[None], b[None], average_ranks(gold)[None])[0])
 
-    boot = np.empty(n_resamples)
-    for r in range(n_resamples):
-        idx = rng.integers(0, n, size=n)  # (n,) items drawn with replacement, same for a and b
-        boot[r] = stat(a[idx], b[idx], average_ranks(gold[idx]))
-    perm = np.empty(n_resamples)
-    for r in range(n_resamples):
-        swap = rng.random(n) < 0.5  # (n,) exchange a_i and b_i: the null says they are exchangeable
-        perm[r] = stat(np.where(swap, b, a), np.where(swap, a, b), gold_ranks)
+    # The resamples as matrices, a block of rows at a time (a few MB whatever the item count). All
+    # bootstrap draws come before the permutation ones, and numpy draws a (k, n) block as k draws of
+    # n in a row, so the random stream, and every p-value, is that of the resample-by-resample loop
+    # this replaced (tests/test_eval_stats.py keeps that loop as the reference).
+    rows = max(1, RESAMPLE_BLOCK // n)
+    sizes = [min(rows, n_resamples - start) for start in range(0, n_resamples, rows)]
+    boot = np.concatenate([  # items drawn with replacement, the same draw for a, b and gold
+        stat(a[i], b[i], rank_rows(gold[i]) if kind == "spearman" else None)
+        for i in (rng.integers(0, n, size=(k, n)) for k in sizes)])  # (R,)
+    gold_ranks = average_ranks(gold)[None]  # (1, n)
+    perm = np.concatenate([  # a_i and b_i exchanged where w: the null says they are exchangeable
+        stat(np.where(w, b, a), np.where(w, a, b), gold_ranks)
+        for w in (rng.random((k, n)) < 0.5 for k in sizes)])  # (R,)
     # a small tolerance so resamples equal to the observed value in exact arithmetic count as ">="
     exceed = np.abs(perm) >= abs(diff) - 1e-12 * max(1.0, abs(diff))
     boot = boot[np.isfinite(boot)]  # a resample with constant predictions has no correlation
+    # None finite (a handful of items, all resamples constant): no interval, not a crash.
+    ci_low, ci_high = np.percentile(boot, [2.5, 97.5]) if len(boot) else (math.nan, math.nan)
     return {
         "diff": diff,
-        "ci_low": float(np.percentile(boot, 2.5)),
-        "ci_high": float(np.percentile(boot, 97.5)),
+        "ci_low": float(ci_low),
+        "ci_high": float(ci_high),
         "p_value": float((1 + exceed.sum()) / (1 + n_resamples)),
         "n_items": n,
     }

@@ -98,3 +98,57 @@ def test_paired_rejects_mismatched_items():
     with pytest.raises(ValueError, match="gold"):
         paired_test({"per_item": {"kind": "spearman", "pred": [1, 2, 3], "gold": [1, 2, 3]}},
                     {"per_item": {"kind": "spearman", "pred": [1, 2, 3], "gold": [3, 2, 1]}})
+
+
+def _loop_paired_test(a, b, gold, kind, n_resamples, seed):
+    # The resample-by-resample loop paired_test had until 2026-12-02 (one resample at a time, on
+    # eval.sts's scalar average_ranks / pearson): the reference for the vectorised one.
+    from eval.sts import average_ranks, pearson
+
+    def stat(x, y, gold_ranks):
+        if kind == "mean":
+            return float(x.mean() - y.mean())
+        return pearson(average_ranks(x), gold_ranks) - pearson(average_ranks(y), gold_ranks)
+
+    rng = np.random.default_rng(seed)
+    n = len(a)
+    gold_ranks = average_ranks(gold)
+    diff = stat(a, b, gold_ranks)
+    boot = []
+    for _ in range(n_resamples):
+        idx = rng.integers(0, n, size=n)
+        boot.append(stat(a[idx], b[idx], average_ranks(gold[idx])))
+    perm = []
+    for _ in range(n_resamples):
+        swap = rng.random(n) < 0.5
+        perm.append(stat(np.where(swap, b, a), np.where(swap, a, b), gold_ranks))
+    boot, perm = np.array(boot), np.array(perm)
+    exceed = np.abs(perm) >= abs(diff) - 1e-12 * max(1.0, abs(diff))
+    boot = boot[np.isfinite(boot)]
+    lo, hi = (np.percentile(boot, 2.5), np.percentile(boot, 97.5)) if len(boot) else (np.nan, np.nan)
+    return diff, lo, hi, (1 + exceed.sum()) / (1 + n_resamples)
+
+
+@pytest.mark.parametrize("kind", ["mean", "spearman"])
+@pytest.mark.parametrize("n", [2, 7, 301])
+def test_paired_test_equals_the_resample_by_resample_loop(kind, n, monkeypatch):
+    # Same random stream, same statistics: equal p-values, and CIs to rounding. Ties in gold and
+    # in the predictions (rounded values) exercise the tied ranks; a block size of 3 resamples
+    # makes the blocks end mid-way.
+    import eval.stats as stats
+
+    rng = np.random.default_rng(n)
+    a, b = np.round(rng.random(n), 1), np.round(rng.random(n) + 0.05, 1)
+    gold = np.round(rng.random(n) * 5)
+    if kind == "mean":
+        ra, rb = _mean_result(a), _mean_result(b)
+    else:
+        ra = {"per_item": {"kind": "spearman", "pred": list(a), "gold": list(gold)}}
+        rb = {"per_item": {"kind": "spearman", "pred": list(b), "gold": list(gold)}}
+    for block in (None, 3 * n):
+        if block:
+            monkeypatch.setattr(stats, "RESAMPLE_BLOCK", block)
+        out = paired_test(ra, rb, n_resamples=401, seed=5)
+        diff, lo, hi, p = _loop_paired_test(a, b, gold, kind, 401, 5)
+        assert out["p_value"] == p
+        np.testing.assert_allclose([out["diff"], out["ci_low"], out["ci_high"]], [diff, lo, hi], rtol=0, atol=1e-12)

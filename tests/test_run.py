@@ -29,7 +29,7 @@ def test_every_documented_flag_parses():
     assert run.parse(["ablation", "--seeds", "2", "--only", "M1-eos"]).command == "ablation"
     assert args.compile == "default" and run.parse(["--compile", "reduce-overhead"]).compile == "reduce-overhead"
     sweep = run.parse(["ablation", "--time-limit", "7.5", "--report-only"])
-    assert sweep.time_limit == 7.5 and sweep.report_only
+    assert sweep.time_limit == 7.5 and sweep.report_only and run.parse(["ablation", "--no-report"]).no_report
     assert run.parse(["probe", "--every", "5"]).every == 5
     assert run.parse(["probe", "--pooler", "runs/x/final"]).pooler == "runs/x/final"
     assert run.parse(["--joint-forward"]).joint_forward is True and run.parse(["--no-joint-forward"]).joint_forward is False
@@ -85,10 +85,10 @@ def test_main_job_writes_a_complete_run_directory(tiny, tmp_path):
 def test_sweep_resumes_and_skips_finished_configurations(tiny, tmp_path, capsys):
     argv = ["ablation", "--model", tiny, "--only", "M3-mltp,A1-mltp-noW", "--seeds", "1", *TINY_RUN, "--out", str(tmp_path)]
     # A time limit far below one run's length: the first run still starts, the second does not.
-    run.main(argv + ["--time-limit", "0.0001"])
+    run.main(argv + ["--time-limit", "0.0001", "--no-report"])
     printed = capsys.readouterr().out
     assert "[stop] time limit" in printed and "go on from A1-mltp-noW seed 0" in printed
-    assert not (tmp_path / "A1-mltp-noW").exists()
+    assert not (tmp_path / "A1-mltp-noW").exists() and not (tmp_path / "report.md").exists()  # --no-report
     first = (tmp_path / "M3-mltp" / "seed-0" / "results.json").stat().st_mtime_ns
 
     run.main(argv)  # goes on where the limit stopped it
@@ -98,7 +98,7 @@ def test_sweep_resumes_and_skips_finished_configurations(tiny, tmp_path, capsys)
     assert "| ablation 1: layer weights on vs off (M3-mltp vs A1-mltp-noW) | sts |" in report
     assert "ablation 1: layer weights on vs off, clustering: M3-mltp" in report  # the plain-language reading
     # Both commands that produced runs are listed, the first one with its time limit.
-    assert f"`python run.py {' '.join(argv + ['--time-limit', '0.0001'])}`; `python run.py {' '.join(argv)}`" in report
+    assert f"`python run.py {' '.join(argv + ['--time-limit', '0.0001', '--no-report'])}`; `python run.py {' '.join(argv)}`" in report
     assert (tmp_path / "chart.svg").exists()
     assert json.loads((tmp_path / "report.json").read_text())["comparisons"][0]["wilcoxon"]["n"] >= 0
 
