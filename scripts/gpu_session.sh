@@ -10,7 +10,8 @@
 # that ends inside the call's limit, and whatever it wrote is packed into $OUT, so a failed or cut
 # step still returns its log. Environment: STUDY_MINUTES (c: the sweep's --time-limit, default 6),
 # STUDY_ARGS (c: training budget flags), BENCH_COMPILE_MODE (a: default reduce-overhead; "none"
-# skips the compiled benchmark), BENCH_SECONDS (a: the eager benchmark's cap, default 200),
+# skips the compiled benchmark), BENCH_SECONDS (a: the eager benchmark's cap, default 200), BENCH_SHAPES
+# (a: default the three; e.g. smollm2-135m,qwen2-0.5b leaves out the slow 7B shape),
 # BENCH_SKIP_PADDING (a: "off" skips the encode benchmark with mltp skipping padding; SKIP_SECONDS, default 90),
 # PROBE_SECONDS (c: time for `run.py probe --pooler` on the new MLTP runs, default 90), MERGE_CHECK (c: off).
 # DEVICE (default cuda): "cpu" rehearses the plumbing on a machine without a GPU (the file names
@@ -55,13 +56,13 @@ a)
         timeout 40 $PY bench/sdpa_gqa.py --out "$S/bench/sdpa-gqa-$gpu" 2>&1 | tee "$S/bench/sdpa.log"
     fi
     log "benchmark, eager"
-    timeout "${BENCH_SECONDS:-200}" $PY bench/bench.py --device "$DEVICE" --modes encode,train,train-joint --steps 10 --warmup 3 \
+    timeout "${BENCH_SECONDS:-200}" $PY bench/bench.py --device "$DEVICE" --modes encode,train,train-joint --steps 10 --warmup 3 ${BENCH_SHAPES:+--shapes "$BENCH_SHAPES"} \
         --out "$S/bench/$gpu" 2>&1 | tee "$S/bench/eager.log"
     if [ "${BENCH_SKIP_PADDING:-on}" != off ]; then
         # Off by default on a GPU (mltp.model.Decoder.skips_padding) until this measures it:
         # encode at all three shapes with mltp computing only the real tokens (2026-12-01).
         log "benchmark, encode, mltp skipping padding"
-        timeout "${SKIP_SECONDS:-90}" $PY bench/bench.py --device "$DEVICE" --modes encode --skip-padding on --steps 10 --warmup 3 \
+        timeout "${SKIP_SECONDS:-90}" $PY bench/bench.py --device "$DEVICE" --modes encode --skip-padding on --steps 10 --warmup 3 ${BENCH_SHAPES:+--shapes "$BENCH_SHAPES"} \
             --out "$S/bench/$gpu-skip-padding" 2>&1 | tee "$S/bench/skip-padding.log"
     fi
     if [ "${BENCH_COMPILE_MODE:-reduce-overhead}" != none ]; then
