@@ -1,0 +1,131 @@
+"""Probes: the zero-shot quality of every single block, and where a trained MLTP pooler attends."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+import eval as evaluators
+from eval.report import probe_chart
+from mltp.atomic import atomic_write_json, atomic_write_text
+from mltp.checkpoint import load_model
+from mltp.embedder import EMBEDDER_FILE, Embedder, EmbedderConfig
+from mltp.pooling import CONFIG_FILE as POOLER_CONFIG_FILE, PoolerConfig, build_pooler, last_token, masked_mean
+from mltp.tokenizer import load_tokenizer
+
+from .job import Tee, environment
+from .settings import ROOT, fail, resolve
+
+
+class LayerCache:
+    """Encodes each text set once, keeping eos and mean vectors of every block; `view` serves one."""
+
+    def __init__(self, embedder: Embedder, causal: bool):
+        self.embedder, self.causal, self.cache = embedder, causal, {}
+
+    @torch.no_grad()
+    def all_layers(self, texts, instruction):
+        key = (tuple(texts), instruction)
+        if key not in self.cache:
+            e = self.embedder
+            rows = e.tokenize(list(texts), instruction)
+            order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
+            L, D = e.model.config.num_hidden_layers, e.model.config.hidden_size
+            out = torch.empty(2, L, len(rows), D, dtype=torch.float16)  # (eos|mean, L, N, D)
+            for s in range(0, len(order), 32):
+                idx = order[s:s + 32]
+                ids, mask = e.batch([rows[i] for i in idx])
+                states = e.model(ids, mask, causal=self.causal)
+                m = mask.bool()
+                for layer in range(1, L + 1):
+                    h = states[layer].float()
+                    out[0, layer - 1, idx] = torch.nn.functional.normalize(last_token(h, m), dim=-1).half().cpu()
+                    out[1, layer - 1, idx] = torch.nn.functional.normalize(masked_mean(h, m), dim=-1).half().cpu()
+            self.cache[key] = out
+        return self.cache[key]
+
+    def view(self, mode: int, layer: int):
+        cache = self
+
+        class Encoder:
+            def encode(self, texts, instruction=None):
+                return cache.all_layers(texts, instruction)[mode, layer - 1].float()
+
+        return Encoder()
+
+
+def run_probe(args: argparse.Namespace) -> None:
+    out = Path(args.out or ROOT / "runs" / f"probe-{args.attn}")
+    log = Tee(out / "log.txt")
+    model = load_model(args.model_dir, dtype=getattr(torch, args.dtype), device=args.device)
+    pooler = build_pooler(PoolerConfig(kind="eos", hidden_size=model.config.hidden_size, num_layers=model.config.num_hidden_layers))
+    embedder = Embedder(model, load_tokenizer(args.model_dir), pooler, EmbedderConfig(model=args.model, causal=args.attn == "causal"))
+    cache = LayerCache(embedder, causal=args.attn == "causal")
+    tasks = args.tasks.split(",") if args.tasks else args.suite
+    L = model.config.num_hidden_layers
+    layers = sorted(set(range(args.every, L + 1, args.every)) | {L})
+    table = {}
+    for mode, name in ((0, "eos"), (1, "mean")):
+        for layer in layers:
+            results = evaluators.evaluate(cache.view(mode, layer), tasks=tasks, data_dir=args.data_dir, log=lambda m: None, suite=args.suite)
+            table.setdefault(name, {})[layer] = {"family_averages": evaluators.family_averages(results),
+                                                 "tasks": {k: v["main_score"] for k, v in results.items()}}
+            log(f"{name:<4} block {layer:>3}: " + "  ".join(f"{f} {s:.4f}" for f, s in table[name][layer]["family_averages"].items()))
+    atomic_write_json(out / "probe.json", {"model": args.model, "attn": args.attn, "suite": args.suite, "layers": table,
+                                          "environment": environment(args.device)})
+    atomic_write_text(out / "probe.svg", probe_chart(table, title=f"zero-shot quality per block ({args.model}, {args.attn}, {args.suite} suite)"))
+    log(f"wrote {out / 'probe.json'} and {out / 'probe.svg'}")
+
+
+def run_pooler_probe(args: argparse.Namespace) -> None:
+    """Where a trained MLTP pooler looks: its latents' attention over the per-block vectors.
+
+    Each task of the suite is encoded (and scored) by the saved embedder while its pooler records
+    the attention shares (mean over heads and latents, rows sum to 1 over the S blocks); the
+    shares are averaged per task, then per family. Also written: each block's layer-weight row
+    norm ||W_s|| (when the pooler has W), beside which the per-block vectors are LayerNorm'ed.
+    """
+    directory = Path(args.pooler)
+    if not (directory / EMBEDDER_FILE).exists():
+        fail(f"--pooler {directory}: no {EMBEDDER_FILE} there; pass a saved embedder directory, e.g. a run's final/")
+    if json.loads((directory / POOLER_CONFIG_FILE).read_text()).get("kind") != "mltp":
+        fail(f"--pooler {directory}: not an MLTP pooler; only MLTP's attention runs over blocks")
+    out = Path(args.out or directory.parent / "pooler-attention")
+    log = Tee(out / "log.txt")
+    embedder = Embedder.load(directory, dtype=getattr(torch, args.dtype), device=args.device)
+    pooler = embedder.pooler
+    names = args.tasks.split(",") if args.tasks else list(evaluators.TASKS)
+    by_task = {}
+    for name in names:
+        pooler.block.record = []
+        result = evaluators.evaluate(embedder, tasks=[name], data_dir=args.data_dir, log=log, suite=args.suite)[name]
+        by_task[name] = {"family": result["family"], "main_score": result["main_score"],
+                         "shares": torch.cat(pooler.block.record).mean(dim=0).tolist()}  # (S,)
+    pooler.block.record = None
+    families = {}
+    for t in by_task.values():
+        families.setdefault(t["family"], []).append(t["shares"])
+    shares = {f: [sum(col) / len(col) for col in zip(*rows)] for f, rows in families.items()}  # family -> (S,)
+    W = pooler.layer_weights
+    record = {"pooler": str(directory), "layers": list(pooler.layers), "suite": args.suite, "families": shares, "tasks": by_task,
+              "layer_weight_norms": None if W is None else W.detach().float().norm(dim=-1).tolist(),
+              "environment": environment(args.device)}
+    atomic_write_json(out / "pooler_attention.json", record)
+    table = {"attention": {layer: {"family_averages": {f: s[i] for f, s in shares.items()}} for i, layer in enumerate(pooler.layers)}}
+    atomic_write_text(out / "pooler_attention.svg", probe_chart(table, title=f"MLTP pooler attention per block ({directory})",
+                                                          legend="share of the latents' attention"))
+    for f, s in shares.items():
+        top = sorted(range(len(s)), key=lambda i: -s[i])[:3]
+        log(f"{f:<15} most attended blocks: " + ", ".join(f"{pooler.layers[i]} ({s[i]:.3f})" for i in top)
+            + f"  (uniform: {1 / len(s):.3f})")
+    log(f"wrote {out / 'pooler_attention.json'} and {out / 'pooler_attention.svg'}")
+
+
+def run(args: argparse.Namespace) -> None:
+    args = resolve(args)
+    if args.pooler:
+        run_pooler_probe(args)
+    else:
+        run_probe(args)
