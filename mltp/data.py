@@ -50,16 +50,23 @@ def is_symmetric(source: str) -> bool:
     return _source(source).symmetric
 
 
+def contamination_key(text: str) -> str:
+    """Letters and digits only, case folded: a test text that differs from a training text by
+    punctuation or spacing alone ("a gloss." vs "a gloss") is the same text to a model."""
+    return "".join(ch for ch in text.casefold() if ch.isalnum())
+
+
 def decontaminate(rows: list[Pair], exclude: set[str]) -> tuple[list[Pair], int]:
-    """Rows none of whose texts is in `exclude` (already normalised), and how many were dropped.
-    A row goes whole, even when only its negative matches: an evaluation text must never be seen."""
+    """Rows none of whose texts is in `exclude` (already `contamination_key`ed), and how many were
+    dropped. A row goes whole, even when only its negative matches: an evaluation text must never
+    be seen."""
     if not exclude:
         return rows, 0
     kept = [
         row for row in rows
-        if normalize_text(row.query) not in exclude
-        and normalize_text(row.positive) not in exclude
-        and (row.negative is None or normalize_text(row.negative) not in exclude)
+        if contamination_key(row.query) not in exclude
+        and contamination_key(row.positive) not in exclude
+        and (row.negative is None or contamination_key(row.negative) not in exclude)
     ]
     return kept, len(rows) - len(kept)
 
@@ -84,7 +91,8 @@ def build_mixture_with_dropped(
     names = list(dict.fromkeys([*sources, *(CLASSIFICATION_SOURCES if include_classification else ())]))
     for name in names:
         _source(name)
-    exclude = {normalize_text(t) for t in exclude_texts or ()}
+    exclude = {contamination_key(t) for t in exclude_texts or ()}
+    exclude.discard("")  # a text of punctuation alone would match every other such text
 
     rows: list[Pair] = []
     dropped: dict[str, int] = {}
@@ -111,8 +119,8 @@ def build_mixture(
 ) -> list[Pair]:
     """Shuffled (query, positive, negative) rows from TRAIN splits only; the same for the same seed.
 
-    exclude_texts: every evaluation text (raw; normalised here). Any row with a query, positive or
-    negative equal to one of them after case/whitespace folding is dropped.
+    exclude_texts: every evaluation text (raw; keyed here). Any row with a query, positive or
+    negative equal to one of them in letters and digits, case folded, is dropped.
     include_classification: add the classification train splits (off by default: they are the
     train halves of evaluation tasks, so a run that uses them must say so; mixture_report does).
     """

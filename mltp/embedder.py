@@ -89,7 +89,7 @@ class Embedder(nn.Module):
         self.eval()
         rows = self.tokenize(list(texts), instruction)
         order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))  # longest first: OOM shows early
-        out = torch.empty(len(rows), self.model.config.hidden_size, dtype=torch.float32)
+        out = None  # (N, width): the pooler's width, D for every pooler but a fan-out of several
         autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and self.model.embed_tokens.weight.dtype == torch.float32)
         start = 0
         while start < len(order):
@@ -100,6 +100,8 @@ class Embedder(nn.Module):
             ids, mask = self.batch([rows[i] for i in idx])
             with autocast:
                 emb = self(ids, mask)
+            if out is None:
+                out = torch.empty(len(rows), emb.shape[-1], dtype=torch.float32)
             out[torch.tensor(idx)] = emb.float().cpu()
             start += n
         self.train(was_training)

@@ -18,6 +18,8 @@ token, 0 = pad; left and right padding give the same result.
 | trainable         | M2, M4   | block L: its EOS token, or all tokens | latents + cross-attention     |
 | mltp              | M3, M5   | one vector per selected block, + W    | W (S, D) + latents + c.-attn. |
 | layer-mean        | abl. 1   | one vector per selected block, mean   | nothing                       |
+| layer-mean-norm   | control  | the same, each vector LayerNorm'ed    | nothing                       |
+| scalar-mix        | control  | softmax-weighted LayerNorm'ed vectors | S mixing weights (ELMo)       |
 | latent-attention  | NV-Embed | all tokens of block L as queries      | dictionary + cross-attention  |
 
 Widths. The official pooler (yixuantt/PoolingAndAttn, MultiLayersTrainablePooling.py) uses
@@ -45,7 +47,9 @@ from .atomic import atomic_write, atomic_write_json
 from .layers import parse_layers
 from .perceiver import CrossAttentionBlock, upcast
 
-KINDS = ("eos", "mean", "trainable", "mltp", "layer-mean", "latent-attention")
+KINDS = ("eos", "mean", "trainable", "mltp", "layer-mean", "layer-mean-norm", "scalar-mix", "latent-attention")
+PER_BLOCK_KINDS = ("mltp", "layer-mean", "layer-mean-norm", "scalar-mix")  # read one vector per selected block
+SINGLE_BLOCK_KINDS = ("eos", "mean", "trainable")  # read one block, the last unless `block` names another
 CONFIG_FILE = "pooler_config.json"
 WEIGHTS_FILE = "pooler.safetensors"
 
@@ -55,12 +59,18 @@ class PoolerConfig:
     kind: str
     hidden_size: int  # D of the model
     num_layers: int  # L of the model (blocks, not counting the embedding output)
-    layers: str = "all"  # mltp / layer-mean: which blocks (mltp.layers grammar)
+    layers: str = "all"  # PER_BLOCK_KINDS: which blocks (mltp.layers grammar)
+    # SINGLE_BLOCK_KINDS: the block read; None = the last, after the final norm. A middle block is
+    # the obvious rival explanation for "middle blocks beat the last ones", so it is a control.
+    block: int | None = None
     # mltp / layer-mean: one vector per block from its last real token ("eos", the official choice
     # for a causal model, M3) or its masked mean ("mean", official for a bidirectional one, M5).
     # No default: the right choice depends on the model's attention, so the caller states it.
     layer_token: str | None = None
     layer_weights: bool = True  # mltp: the trainable layer-weight matrix W; False = ablation 1
+    # mltp: W's init std. 1.0 is official (nn.Embedding's N(0,1)); the per-block vectors it is added
+    # to are far larger (their RMS grows with depth), so a larger std lets W weigh as much as they do.
+    layer_weight_std: float = 1.0
     # trainable: "eos" feeds only the last real token of block L (official M2, causal), "all" feeds
     # every real token of block L with the padding mask (official M4, bidirectional, mask added).
     # Default "eos" because the default model is causal (M2); a bidirectional run passes "all".
@@ -77,12 +87,17 @@ class PoolerConfig:
 
         if self.kind not in KINDS:
             raise fail(f"unknown kind, expected one of {KINDS}")
+        if not (isinstance(self.layer_weight_std, (int, float)) and self.layer_weight_std > 0):
+            raise fail(f"layer_weight_std must be a positive number, got {self.layer_weight_std!r}")
         for name in ("hidden_size", "num_layers", "num_latents", "ff_mult", "dictionary_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise fail(f"{name} must be a positive int, got {value!r}")
         parse_layers(self.layers, self.num_layers)  # raises ValueError naming the spec
-        if self.kind in ("mltp", "layer-mean") and self.layer_token not in ("eos", "mean"):
+        if self.block is not None and (self.kind not in SINGLE_BLOCK_KINDS or isinstance(self.block, bool)
+                                       or not isinstance(self.block, int) or not 1 <= self.block <= self.num_layers):
+            raise fail(f"block={self.block!r}: a block number 1..{self.num_layers}, for kinds {SINGLE_BLOCK_KINDS} only")
+        if self.kind in PER_BLOCK_KINDS and self.layer_token not in ("eos", "mean"):
             raise fail(f"layer_token must be 'eos' or 'mean' (causal: eos, bidirectional: mean), got {self.layer_token!r}")
         if self.tokens not in ("eos", "all"):
             raise fail(f"tokens must be 'eos' or 'all', got {self.tokens!r}")
@@ -144,7 +159,13 @@ class Pooler(nn.Module):
     def __init__(self, config: PoolerConfig):
         super().__init__()
         self.config = config
-        self.needs_layers: tuple[int, ...] = (config.num_layers,)
+        self.read = config.num_layers if config.block is None else config.block  # the single block read
+        self.needs_layers: tuple[int, ...] = (self.read,)
+
+    def layer_table(self) -> list[nn.Parameter]:
+        """The parameters that weigh or mark the blocks (MLTP's W): trained with their own learning
+        rate multiplier, kept out of weight decay, and their movement recorded."""
+        return []
 
     def check_inputs(self, hidden_states, attention_mask) -> torch.Tensor:
         L, D = self.config.num_layers, self.config.hidden_size
@@ -174,13 +195,13 @@ class EosPooler(Pooler):
     # M1: the last real token of the final hidden state (the EOS the tokenizer appends).
     def forward(self, hidden_states, attention_mask):
         mask = self.check_inputs(hidden_states, attention_mask)
-        return l2_normalise(last_token(hidden_states[self.config.num_layers], mask))
+        return l2_normalise(last_token(hidden_states[self.read], mask))
 
 
 class MeanPooler(Pooler):
     def forward(self, hidden_states, attention_mask):
         mask = self.check_inputs(hidden_states, attention_mask)
-        return l2_normalise(masked_mean(hidden_states[self.config.num_layers], mask))
+        return l2_normalise(masked_mean(hidden_states[self.read], mask))
 
 
 class LayerMeanPooler(Pooler):
@@ -194,6 +215,43 @@ class LayerMeanPooler(Pooler):
         mask = self.check_inputs(hidden_states, attention_mask)
         h = per_layer_vectors(hidden_states, mask, self.layers, self.config.layer_token)  # (B, S, D)
         return l2_normalise(h.mean(dim=1))  # (B, D)
+
+
+def layer_norm_plain(h: torch.Tensor) -> torch.Tensor:
+    # (B, S, D) -> (B, S, D): each vector to zero mean, unit variance, as MLTP's context LayerNorm
+    # at its init (weight 1, bias 0) scales what its attention reads.
+    return F.layer_norm(upcast(h), h.shape[-1:])
+
+
+class LayerMeanNormPooler(LayerMeanPooler):
+    # The fair plain baseline: the per-block vectors' norms grow with depth, so an un-normalised
+    # mean is mostly the last blocks; normalised first, each block counts the same.
+    def forward(self, hidden_states, attention_mask):
+        mask = self.check_inputs(hidden_states, attention_mask)
+        h = per_layer_vectors(hidden_states, mask, self.layers, self.config.layer_token)  # (B, S, D)
+        return l2_normalise(layer_norm_plain(h).mean(dim=1))  # (B, D)
+
+
+class ScalarMixPooler(LayerMeanPooler):
+    """A learned weighting of the blocks and nothing else (ELMo's scalar mix, arXiv 1802.05365 eq. 1):
+
+        embedding = sum_s softmax(w)_s * LN(h_s)        w (S,), zeros at init = layer-mean-norm
+
+    ELMo's global scale gamma is left out: the embedding is L2-normalised anyway.
+    """
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.mix = nn.Parameter(torch.zeros(len(self.layers)))  # w (S,)
+
+    def layer_table(self):
+        return [self.mix]
+
+    def forward(self, hidden_states, attention_mask):
+        mask = self.check_inputs(hidden_states, attention_mask)
+        h = layer_norm_plain(per_layer_vectors(hidden_states, mask, self.layers, self.config.layer_token))  # (B, S, D)
+        weights = torch.softmax(upcast(self.mix), dim=0)  # (S,)
+        return l2_normalise(torch.einsum("s,bsd->bd", weights.to(h.dtype), h))  # (B, D)
 
 
 class TrainablePooler(Pooler):
@@ -216,7 +274,7 @@ class TrainablePooler(Pooler):
 
     def forward(self, hidden_states, attention_mask):
         mask = self.check_inputs(hidden_states, attention_mask)
-        last = hidden_states[self.config.num_layers]  # (B, T, D)
+        last = hidden_states[self.read]  # (B, T, D)
         if self.config.tokens == "eos":
             return self.resample(last_token(last, mask)[:, None, :], None)  # context (B, 1, D)
         # Pads masked out of the softmax, and zeroed first: a non-finite pad row would otherwise
@@ -242,9 +300,13 @@ class MLTPPooler(TrainablePooler):
         self.layers = parse_layers(config.layers, config.num_layers)
         self.needs_layers = self.layers
         if config.layer_weights:
-            self.layer_weights = nn.Parameter(torch.randn(len(self.layers), config.hidden_size))  # W (S, D)
+            W = torch.randn(len(self.layers), config.hidden_size) * config.layer_weight_std  # (S, D)
+            self.layer_weights = nn.Parameter(W)
         else:
             self.layer_weights = None
+
+    def layer_table(self):
+        return [] if self.layer_weights is None else [self.layer_weights]
 
     def forward(self, hidden_states, attention_mask):
         mask = self.check_inputs(hidden_states, attention_mask)
@@ -283,6 +345,8 @@ POOLERS = {
     "trainable": TrainablePooler,
     "mltp": MLTPPooler,
     "layer-mean": LayerMeanPooler,
+    "layer-mean-norm": LayerMeanNormPooler,
+    "scalar-mix": ScalarMixPooler,
     "latent-attention": LatentAttentionPooler,
 }
 

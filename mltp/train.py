@@ -61,6 +61,9 @@ class TrainConfig:
     log_every: int = 10
     bucket: int = 16  # batches per length bucket (1 = no bucketing)
     joint_forward: bool = False  # one forward for queries + positives + negatives (see above)
+    # The pooler's layer table (MLTP's W) learns at lr * this: Adam moves an entry by about lr a
+    # step, a negligible share of an N(0,1) table over a short run (results/README.md).
+    layer_table_lr_mult: float = 1.0
 
 
 class NonFiniteLossError(RuntimeError):
@@ -177,6 +180,17 @@ def restore(embedder: Embedder, optimizer, schedule, checkpoint: Path) -> int:
     return int(state["step"])
 
 
+def layer_table_movement(start: list[torch.Tensor], end: list[torch.nn.Parameter]) -> dict | None:
+    """How far the layer table moved from its init: ||end - start|| / ||start||, over all its entries."""
+    if not end:
+        return None
+    s = torch.cat([t.flatten().double() for t in start])
+    e = torch.cat([t.detach().flatten().double() for t in end])
+    norm_start = float(s.norm())
+    return {"norm_start": norm_start, "norm_end": float(e.norm()), "delta_norm": float((e - s).norm()),
+            "relative_change": float((e - s).norm()) / norm_start if norm_start > 0 else None}
+
+
 def train(
     embedder: Embedder,
     rows: list[Pair],
@@ -192,12 +206,17 @@ def train(
     params = trainable_parameters(embedder)
     if not params:
         raise ValueError(f"nothing to train: the {embedder.pooler.config.kind} pooler has no parameters and no LoRA is applied")
-    # Weight decay on matrices only, as usual; biases, norms and the layer table are left alone.
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
-    )
+    # Weight decay on matrices only, as usual; biases, norms and the layer table are left alone
+    # (decay would pull the table towards zero, i.e. towards the ablation it is compared with).
+    table = embedder.pooler.layer_table()
+    in_table = {id(p) for p in table}
+    decay = [p for p in params if p.dim() >= 2 and id(p) not in in_table]
+    no_decay = [p for p in params if p.dim() < 2 and id(p) not in in_table]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if table:
+        groups.append({"params": table, "weight_decay": 0.0, "lr": cfg.lr * cfg.layer_table_lr_mult})
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
+    table_start = [p.detach().clone() for p in table]  # the seed's init, also when resuming
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
     plan = plan_batches(rows, cfg)
 
@@ -248,6 +267,7 @@ def train(
         for h in history:
             f.write(json.dumps(h) + "\n")
     return {
+        "layer_table": layer_table_movement(table_start, table),
         "steps_run": len(history),
         "first_step": start + 1,
         "final_loss": history[-1]["loss"] if history else math.nan,

@@ -29,6 +29,11 @@ def norm(text):
     return " ".join(text.lower().split())
 
 
+def letters_digits(text):
+    # written apart from mltp.data.contamination_key on purpose (a regex, lower, not casefold)
+    return re.sub(r"[\W_]+", "", text.lower())
+
+
 def plain_lines(path):
     opener = gzip.open if str(path).endswith(".gz") else open
     with opener(path, "rt", encoding="utf-8-sig") as f:
@@ -259,16 +264,20 @@ def test_no_evaluation_file_is_opened(data_dir, recorded_build):
 
 
 def test_decontamination(full_rows, clean_build, eval_texts):
-    evaluation = {norm(t) for t in eval_texts}
+    evaluation = {letters_digits(t) for t in eval_texts} - {""}
 
-    def leaks(rows):
+    def leaks(rows, key=letters_digits, against=evaluation):
         return Counter(
             r.source for r in rows
-            if {norm(r.query), norm(r.positive), norm(r.negative or "")} & evaluation
+            if {key(r.query), key(r.positive), key(r.negative or "")} & against
         )
 
     before = leaks(full_rows)
     assert before["wordnet"] > 0 and before["stsb"] > 0  # the filter has real work to do
+    # Matching on letters and digits finds what case/whitespace folding alone misses: WordNet
+    # glosses that are STS14 OnWN sentences but for a final period.
+    folded = leaks(full_rows, key=norm, against={norm(t) for t in eval_texts})
+    assert before["wordnet"] > folded["wordnet"] + 100
     clean, dropped = clean_build
     assert leaks(clean) == Counter()
     for name in DEFAULT_SOURCES:

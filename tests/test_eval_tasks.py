@@ -137,6 +137,18 @@ def test_quick_is_deterministic_and_a_subset(data_dir, full):
             assert all(np.array_equal(x, y) for x, y in zip(a.sets, b.sets))
 
 
+def test_study_suite_is_quick_with_more_clustering_sets(data_dir):
+    for name, task in T.TASKS.items():
+        quick, study = T.build_task(name, data_dir, "quick"), T.build_task(name, data_dir, "study")
+        if task.family != "clustering":
+            assert [t for _, t in quick.texts()] == [t for _, t in study.texts()], name
+            continue
+        assert len(quick.sets) == 2 and len(study.sets) == 6
+        # the quick sets come first, the same texts in each (the pools are indexed differently)
+        for q, s in zip(quick.sets, study.sets[:2]):
+            assert [quick.texts_[i] for i in q] == [study.texts_[i] for i in s], name
+
+
 def test_quick_budget(data_dir):
     counts = T.suite_text_counts(data_dir, "quick")
     assert set(counts) == set(T.TASKS)
@@ -214,7 +226,7 @@ def test_empty_dataset_and_unknown_labels(data_dir, tmp_path):
 def test_unknown_and_left_out_tasks():
     with pytest.raises(ValueError, match="NFCorpus.*corpus not available"):
         T.evaluate(HashedBagOfWords(), ["NFCorpus"], data_dir=".")
-    with pytest.raises(ValueError, match="'quick', 'full'"):
+    with pytest.raises(ValueError, match="'quick', 'study', 'full'"):
         T.evaluate(HashedBagOfWords(), "fast", data_dir=".")
     assert set(T.list_tasks()) == set(T.TASKS)
     assert {n for n, v in T.list_tasks(include_left_out=True).items() if not v["available"]} == set(T.LEFT_OUT)

@@ -95,8 +95,8 @@ def test_sweep_resumes_and_skips_finished_configurations(tiny, tmp_path, capsys)
     printed = capsys.readouterr().out
     assert "[skip] M3-mltp seed 0" in printed and (tmp_path / "A1-mltp-noW" / "seed-0" / "results.json").exists()
     report = (tmp_path / "report.md").read_text()
-    assert "| ablation 1: layer weights on vs off (M3-mltp vs A1-mltp-noW) | sts |" in report
-    assert "ablation 1: layer weights on vs off, clustering: M3-mltp" in report  # the plain-language reading
+    assert "| layer weights: on vs off, all blocks (M3-mltp vs A1-mltp-noW) | sts |" in report
+    assert "layer weights: on vs off, all blocks, clustering: M3-mltp" in report  # the plain-language reading
     # Both commands that produced runs are listed, the first one with its time limit.
     assert f"`python run.py {' '.join(argv + ['--time-limit', '0.0001', '--no-report'])}`; `python run.py {' '.join(argv)}`" in report
     assert (tmp_path / "chart.svg").exists()
@@ -136,7 +136,7 @@ def test_sweep_resumes_and_skips_finished_configurations(tiny, tmp_path, capsys)
     run.main(["ablation", "--report-only", "--out", str(tmp_path)])  # no model, data or device needed
     assert "study:" not in capsys.readouterr().out
     report = (tmp_path / "report.md").read_text()
-    assert "| ablation 1: layer weights on vs off (M3-mltp vs A1-mltp-noW) | sts |" in report
+    assert "| layer weights: on vs off, all blocks (M3-mltp vs A1-mltp-noW) | sts |" in report
     assert "feedbeeffeed" in report and "Code: " in report and report.count(", ", report.index("Code: "), report.index(". Runs")) >= 1
     assert f"`python run.py {' '.join(argv)}`" in report
     assert "joint forward (1 run), separate forwards (1 run) per step" in report

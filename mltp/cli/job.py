@@ -20,7 +20,7 @@ from mltp.embedder import Embedder, EmbedderConfig
 from mltp.layers import describe_layers
 from mltp.lora import LoRAConfig, apply_lora, merge_lora
 from mltp.model import compile_blocks
-from mltp.pooling import PoolerConfig, build_pooler, count_parameters
+from mltp.pooling import PER_BLOCK_KINDS, PoolerConfig, build_pooler, count_parameters
 from mltp.tokenizer import load_tokenizer
 from mltp.train import TrainConfig, train
 
@@ -65,13 +65,13 @@ def build_embedder(args, log) -> tuple[Embedder, LoRAConfig | None]:
     causal = args.attn == "causal"
     pooler_config = PoolerConfig(
         kind=args.pool, hidden_size=model.config.hidden_size, num_layers=model.config.num_hidden_layers,
-        layers=args.layers, layer_token=args.layer_token, layer_weights=not args.no_layer_weights,
+        layers=args.layers, layer_token=args.layer_token, layer_weights=not args.no_layer_weights, layer_weight_std=args.layer_weight_std, block=args.block,
         tokens=args.tokens, num_latents=args.latents, num_heads=args.heads, head_dim=args.head_dim,
     )
     # The pooler trains in fp32 even when the decoder is bf16: it starts from random weights.
     pooler = build_pooler(pooler_config).to(args.device)
     log(f"pooling: {args.pool} ({count_parameters(pooler_config):,} parameters), attention: {args.attn}, "
-        f"layers: {describe_layers(args.layers, model.config.num_hidden_layers) if args.pool in ('mltp', 'layer-mean') else 'last'}"
+        f"layers: {describe_layers(args.layers, model.config.num_hidden_layers) if args.pool in PER_BLOCK_KINDS else (args.block or 'last')}"
         + (f", layer weights: {'on' if not args.no_layer_weights else 'OFF'}" if args.pool == "mltp" else ""))
     lora_config = None
     if not args.eval_only:
@@ -114,6 +114,7 @@ def run_one(args: argparse.Namespace, run_dir: Path) -> dict:
             steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr, warmup=args.warmup,
             max_length=args.max_length, seed=args.seed, save_every=max(10, args.steps // 5),
             log_every=max(1, min(10, args.steps // 10)), joint_forward=args.joint_forward,
+            layer_table_lr_mult=args.layer_weight_lr_mult,
         )
         log(f"training: {cfg.steps} steps x {cfg.batch_size} queries, lr {cfg.lr}, max {cfg.max_length} tokens, LoRA r={lora_config.r}, "
             f"{'one joint forward' if cfg.joint_forward else 'separate forwards'} per step")

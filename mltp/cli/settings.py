@@ -11,6 +11,7 @@ import eval as evaluators
 from mltp.checkpoint import resolve_model
 from mltp.config import read_config
 from mltp.layers import parse_layers
+from mltp.pooling import PER_BLOCK_KINDS, SINGLE_BLOCK_KINDS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -69,6 +70,16 @@ def resolve(args: argparse.Namespace, log=print) -> argparse.Namespace:
     args.tokens = args.tokens or ("eos" if causal else "all")
     if args.no_layer_weights and args.pool != "mltp":
         fail(f"--no-layer-weights applies to --pool mltp only (got --pool {args.pool})")
+    has_table = {"layer_weight_std": ("mltp",), "layer_weight_lr_mult": ("mltp", "scalar-mix")}
+    for flag, kinds in has_table.items():
+        value = getattr(args, flag, 1.0)
+        if not value > 0:
+            fail(f"--{flag.replace('_', '-')} must be > 0, got {value}")
+        if value != 1.0 and (args.pool not in kinds or args.no_layer_weights):
+            fail(f"--{flag.replace('_', '-')} applies to --pool {' or '.join(kinds)} with its layer table only")
+    args.block = getattr(args, "block", None)
+    if args.block is not None and (args.pool not in SINGLE_BLOCK_KINDS or not 1 <= args.block <= num_layers):
+        fail(f"--block {args.block}: a block 1..{num_layers}, for --pool {', '.join(SINGLE_BLOCK_KINDS)} only")
     if args.tasks:
         known = evaluators.list_tasks()
         unknown = [t for t in args.tasks.split(",") if t not in known]
@@ -82,12 +93,18 @@ def resolve(args: argparse.Namespace, log=print) -> argparse.Namespace:
 
 def config_name(args: argparse.Namespace) -> str:
     parts = [args.pool, args.attn]
-    if args.pool in ("mltp", "layer-mean"):
+    if args.pool in PER_BLOCK_KINDS:
         parts.append(args.layers.replace(",", "_"))
+    elif getattr(args, "block", None) is not None:
+        parts.append(f"block{args.block}")
     if args.pool == "mltp" and args.no_layer_weights:
         parts.append("noW")
+    if getattr(args, "layer_weight_std", 1.0) != 1.0:
+        parts.append(f"Wstd{args.layer_weight_std:g}")
+    if getattr(args, "layer_weight_lr_mult", 1.0) != 1.0:
+        parts.append(f"Wlr{args.layer_weight_lr_mult:g}")
     # The per-block token, when not the attention's default (causal: EOS, bidirectional: mean).
-    if args.pool in ("mltp", "layer-mean") and args.layer_token not in (None, "eos" if args.attn == "causal" else "mean"):
+    if args.pool in PER_BLOCK_KINDS and args.layer_token not in (None, "eos" if args.attn == "causal" else "mean"):
         parts.append(args.layer_token)
     if args.pool == "trainable" and args.tokens not in (None, "eos" if args.attn == "causal" else "all"):
         parts.append(f"{args.tokens}-tokens")

@@ -1,0 +1,148 @@
+"""Interventions on trained runs' layer tables: does the learned W matter to the model it trained?
+
+For every finished MLTP run with W in a study directory, without retraining, the same embedder is
+scored with its W replaced:
+    zero       W = 0: the pooler sees the bare per-block vectors (what A1-noW sees, but with heads
+               trained beside a W);
+    shuffled   W's rows permuted (a fixed derangement): every block gets another block's row;
+    seed-k     W taken from the same configuration's run at seed k (when it exists).
+Each variant is scored on the same items as the trained run, so the paired difference is W's
+effect on that very model. The decoder runs once per text: every variant's pooler reads the same
+hidden states (`FanOut`). Results: `<run>/interventions.json`, one record per variant in
+results.json's shape, which the study's report compares with the run itself.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+import eval as evaluators
+from mltp.atomic import atomic_write_json
+from mltp.embedder import Embedder
+from mltp.pooling import WEIGHTS_FILE
+
+from .job import environment
+from .settings import fail, resolve
+
+FILE = "interventions.json"
+
+
+class FanOut(nn.Module):
+    """Several poolers over one forward: (B, K*D), pooler k's vectors in columns k*D .. (k+1)*D."""
+
+    def __init__(self, poolers: list[nn.Module]):
+        super().__init__()
+        self.poolers = nn.ModuleList(poolers)
+        self.needs_layers = tuple(sorted(set().union(*(p.needs_layers for p in poolers))))
+
+    def forward(self, hidden_states, attention_mask):
+        return torch.cat([p(hidden_states, attention_mask) for p in self.poolers], dim=-1)  # (B, K*D)
+
+
+class Cached:
+    """Encodes each (texts, instruction) once through the fan-out; `view(k)` serves pooler k."""
+
+    def __init__(self, embedder: Embedder, width: int):
+        self.embedder, self.width, self.cache = embedder, width, {}
+
+    def encode_all(self, texts, instruction=None) -> torch.Tensor:
+        key = (tuple(texts), instruction)
+        if key not in self.cache:
+            self.cache[key] = self.embedder.encode(list(texts), instruction)  # (N, K*D)
+        return self.cache[key]
+
+    def view(self, k: int):
+        cached = self
+
+        class View:
+            def encode(self, texts, instruction=None):
+                return cached.encode_all(texts, instruction)[:, k * cached.width:(k + 1) * cached.width]  # (N, D)
+
+        return View()
+
+
+def derangement(n: int, seed: int) -> list[int]:
+    # A permutation that moves every row (n >= 2), drawn from the seed: a shuffle that keeps some
+    # rows in place would understate what moving the rows does.
+    rng = np.random.default_rng(seed)
+    while True:
+        order = rng.permutation(n)
+        if n < 2 or (order != np.arange(n)).all():
+            return order.tolist()
+
+
+def variants_of(run_dir: Path, siblings: dict[int, Path]) -> dict[str, torch.Tensor | None]:
+    """name -> the W to put in (None: the run's own). `siblings`: seed -> the same configuration's run."""
+    from safetensors.torch import load_file
+
+    W = load_file(str(run_dir / "final" / WEIGHTS_FILE))["layer_weights"]  # (S, D)
+    out = {"trained": None, "zero": torch.zeros_like(W), "shuffled": W[derangement(len(W), 0)]}
+    for seed, other in sorted(siblings.items()):
+        path = other / "final" / WEIGHTS_FILE
+        if other != run_dir and path.exists():
+            out[f"seed-{seed}"] = load_file(str(path))["layer_weights"]
+    return out
+
+
+def intervene(run_dir: Path, siblings: dict[int, Path], *, device: str, data_dir: str, log=print) -> dict:
+    record = json.loads((run_dir / "results.json").read_text())
+    embedder = Embedder.load(run_dir / "final", device=device, dtype=getattr(torch, record["config"]["dtype"]))
+    tables = variants_of(run_dir, siblings)
+    poolers = []
+    for name, W in tables.items():
+        pooler = copy.deepcopy(embedder.pooler)
+        if W is not None:
+            with torch.no_grad():
+                pooler.layer_weights.copy_(W)
+        poolers.append(pooler)
+    fan = Embedder(embedder.model, embedder.tokenizer, FanOut(poolers), embedder.config).eval()
+    cached = Cached(fan, embedder.model.config.hidden_size)
+    suite, tasks = record["config"]["suite"], record["config"].get("tasks")
+    out = {"run": str(run_dir), "variants": {}, "environment": environment(device)}
+    for k, name in enumerate(tables):
+        results = evaluators.evaluate(cached.view(k), tasks=tasks.split(",") if tasks else suite, data_dir=data_dir,
+                                      log=lambda m: None, suite=suite)
+        out["variants"][name] = {"family_averages": evaluators.family_averages(results), "tasks": results}
+        log(f"{run_dir} [{name}] " + "  ".join(f"{f} {v:.4f}" for f, v in out["variants"][name]["family_averages"].items()))
+    # The trained variant re-scores the run itself: it must reproduce results.json, or the
+    # comparison would measure the evaluation, not W.
+    for task, r in out["variants"]["trained"]["tasks"].items():
+        if abs(r["main_score"] - record["tasks"][task]["main_score"]) > 1e-4:
+            raise RuntimeError(f"{run_dir}: re-scoring the trained run gives {task} {r['main_score']:.6f}, "
+                               f"results.json has {record['tasks'][task]['main_score']:.6f}")
+    atomic_write_json(run_dir / FILE, out)
+    return out
+
+
+def run_interventions(out: Path, configs: list[str], *, device: str, data_dir: str, log=print) -> None:
+    for name in configs:
+        runs = {int(p.parent.name.split("-")[1]): p.parent for p in sorted((out / name).glob("seed-*/results.json"))}
+        for seed, run_dir in runs.items():
+            record = json.loads((run_dir / "results.json").read_text())
+            cfg = record["config"]
+            if cfg.get("pool") != "mltp" or cfg.get("no_layer_weights"):
+                break  # no W to intervene on: the whole configuration
+            if (run_dir / FILE).exists():
+                log(f"[skip] {name} seed {seed}: interventions done")
+                continue
+            if not (run_dir / "final" / WEIGHTS_FILE).exists():
+                log(f"[skip] {name} seed {seed}: its trained weights (final/) are not here")
+                continue
+            intervene(run_dir, runs, device=device, data_dir=data_dir, log=log)
+
+
+def run(args: argparse.Namespace) -> None:
+    from .study import study_configs
+
+    out = Path(args.out or "runs/ablation")
+    if not out.is_dir():
+        fail(f"--out {out}: no study directory there")
+    args = resolve(args)
+    configs = args.only.split(",") if args.only else list(study_configs(args.attn))
+    run_interventions(out, configs, device=args.device, data_dir=args.data_dir)
