@@ -25,10 +25,11 @@ from collections import Counter
 from pathlib import Path
 
 from mltp.sources import CLASSIFICATION_SOURCES, DEFAULT_SOURCES, SOURCES, Pair, normalize_text
+from mltp.userdata import PREFIX as USER_PREFIX
 
 __all__ = [
     "Pair", "SOURCES", "DEFAULT_SOURCES", "CLASSIFICATION_SOURCES", "DEFAULT_MAX_PER_SOURCE",
-    "build_mixture", "build_mixture_with_dropped", "decontaminate", "instruction_for", "is_symmetric",
+    "build_mixture", "build_mixture_with_dropped", "decontaminate", "instruction_for", "is_symmetric", "row_instruction",
     "mixture_report", "normalize_text",
 ]
 
@@ -45,8 +46,15 @@ def instruction_for(source: str) -> str:
     return _source(source).instruction
 
 
+def row_instruction(row: Pair) -> str | None:
+    """The query's instruction: the row's own (rows of --train-data files), else its source's."""
+    return instruction_for(row.source) if row.instruction is None else row.instruction
+
+
 def is_symmetric(source: str) -> bool:
     """True when the positive (and negative) side gets the instruction too."""
+    if source.startswith(USER_PREFIX):
+        return False  # --train-data rows: the instruction goes on the query side only
     return _source(source).symmetric
 
 
