@@ -13,8 +13,8 @@ DEFAULT_MAX_PER_SOURCE = 10,000 the default mixture is 26,014 rows before decont
 sources (348 to 2,407 rows each, kept whole) the rest, so 300 steps of batch 32 (9,600 rows) see
 every source at least ~130 times (TREC-QA, the smallest).
 
-Instructions: the embedder prepends `instruction_for(row.source)` to the query; where
-`is_symmetric(row.source)` is True (MRPC, STS: both sides are the same kind of text) it prepends
+Instructions: the embedder prepends `row_instruction(row)` (its source's, or a --train-data row's
+own) to the query; where `is_symmetric(row.source)` is True (MRPC, STS: both sides are the same kind of text) it prepends
 it to the positive and the negative as well, as the paper's evaluation does for non-retrieval
 tasks (paper.md, "Training recipe").
 """
