@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mltp.cli import intervene, probe, study
+from mltp.cli import encode, export, probe, study
 from mltp.cli.job import run_one
 from mltp.cli.settings import ROOT, config_name, resolve
 from mltp.model import COMPILE_MODES
@@ -51,6 +51,10 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     t.add_argument("--lora-alpha", type=float, default=32, help="LoRA alpha (paper: 32)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--include-classification-train", action="store_true", help="add classification train splits to the training data (off: named in results when on)")
+    t.add_argument("--train-data", action="append", metavar="FILE.jsonl[:WEIGHT]",
+                   help="your own pairs, one JSON object a line (query, positive, negatives, instruction); repeatable")
+    t.add_argument("--train-data-mode", choices=["join", "replace"], default="join",
+                   help="--train-data joins the built-in mixture or replaces it (default: join)")
     t.add_argument("--joint-forward", action=argparse.BooleanOptionalAction,
                    help="embed queries, positives and negatives in one padded forward per step (default: on GPU yes, on CPU no)")
     t.add_argument("--gradient-checkpointing", action="store_true", help="recompute blocks in backward (needed for 7B)")
@@ -100,6 +104,8 @@ COMMANDS = {
     "ablation": (add_ablation_args, study.run),
     "probe": (add_probe_args, probe.run),
     "intervene": (add_intervene_args, intervene.run),
+    "export": (export.add_export_args, export.run),
+    "encode": (encode.add_encode_args, encode.run),
 }
 
 

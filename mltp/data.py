@@ -13,8 +13,8 @@ DEFAULT_MAX_PER_SOURCE = 10,000 the default mixture is 26,014 rows before decont
 sources (348 to 2,407 rows each, kept whole) the rest, so 300 steps of batch 32 (9,600 rows) see
 every source at least ~130 times (TREC-QA, the smallest).
 
-Instructions: the embedder prepends `instruction_for(row.source)` to the query; where
-`is_symmetric(row.source)` is True (MRPC, STS: both sides are the same kind of text) it prepends
+Instructions: the embedder prepends `row_instruction(row)` (its source's, or a --train-data row's
+own) to the query; where `is_symmetric(row.source)` is True (MRPC, STS: both sides are the same kind of text) it prepends
 it to the positive and the negative as well, as the paper's evaluation does for non-retrieval
 tasks (paper.md, "Training recipe").
 """
@@ -25,10 +25,11 @@ from collections import Counter
 from pathlib import Path
 
 from mltp.sources import CLASSIFICATION_SOURCES, DEFAULT_SOURCES, SOURCES, Pair, normalize_text
+from mltp.userdata import PREFIX as USER_PREFIX
 
 __all__ = [
     "Pair", "SOURCES", "DEFAULT_SOURCES", "CLASSIFICATION_SOURCES", "DEFAULT_MAX_PER_SOURCE",
-    "build_mixture", "build_mixture_with_dropped", "decontaminate", "instruction_for", "is_symmetric",
+    "build_mixture", "build_mixture_with_dropped", "decontaminate", "instruction_for", "is_symmetric", "row_instruction",
     "mixture_report", "normalize_text",
 ]
 
@@ -45,8 +46,15 @@ def instruction_for(source: str) -> str:
     return _source(source).instruction
 
 
+def row_instruction(row: Pair) -> str | None:
+    """The query's instruction: the row's own (rows of --train-data files), else its source's."""
+    return instruction_for(row.source) if row.instruction is None else row.instruction
+
+
 def is_symmetric(source: str) -> bool:
     """True when the positive (and negative) side gets the instruction too."""
+    if source.startswith(USER_PREFIX):
+        return False  # --train-data rows: the instruction goes on the query side only
     return _source(source).symmetric
 
 

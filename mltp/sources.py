@@ -45,6 +45,7 @@ class Pair:
     positive: str
     negative: str | None  # None: the source has no hard negative for this row (in-batch only)
     source: str  # a key of SOURCES: the embedder looks up the instruction with it
+    instruction: str | None = None  # None: the source's; rows of your own files carry theirs ("" = none)
 
 
 @dataclass(frozen=True)

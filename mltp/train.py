@@ -37,7 +37,7 @@ import torch
 from safetensors.torch import load_file
 
 from .atomic import atomic_write_json, atomic_write_text
-from .data import Pair, instruction_for, is_symmetric, normalize_text
+from .data import Pair, is_symmetric, normalize_text, row_instruction
 from .embedder import Embedder
 from .lora import LoRAConfig, load_adapter, lora_parameters
 from .loss import info_nce
@@ -127,7 +127,7 @@ def embed_groups(embedder: Embedder, groups: list[list[str]], cfg: TrainConfig) 
 
 def batch_loss(embedder: Embedder, batch: list[Pair], cfg: TrainConfig) -> tuple[torch.Tensor, int]:
     def fmt(text, row, side_gets_instruction):
-        return embedder.format([text], instruction_for(row.source) if side_gets_instruction else None)[0]
+        return embedder.format([text], row_instruction(row) if side_gets_instruction else None)[0]
 
     queries = [fmt(r.query, r, True) for r in batch]
     positives = [fmt(r.positive, r, is_symmetric(r.source)) for r in batch]

@@ -23,6 +23,7 @@ from mltp.model import compile_blocks
 from mltp.pooling import PER_BLOCK_KINDS, PoolerConfig, build_pooler, count_parameters
 from mltp.tokenizer import load_tokenizer
 from mltp.train import TrainConfig, train
+from mltp.userdata import join_user_data
 
 from .settings import ROOT, config_name
 
@@ -107,9 +108,15 @@ def run_one(args: argparse.Namespace, run_dir: Path) -> dict:
     train_summary, mixture = None, None
     if not args.eval_only:
         log("decontaminating the training data against every evaluation text ...")
-        rows, dropped = training_rows(args.data_dir, args.seed, args.include_classification_train)
+        own = getattr(args, "train_data", None) or []
+        replace = own and args.train_data_mode == "replace"
+        rows, dropped = ([], {}) if replace else training_rows(args.data_dir, args.seed, args.include_classification_train)
+        if own:
+            rows, dropped, own = join_user_data(rows, dropped, own, args.seed, evaluators.evaluation_texts(args.data_dir, tasks="full"))
         log("training mixture:\n" + mixture_report(rows, dropped))
         mixture = {"rows": len(rows), "dropped": dropped, "include_classification_train": args.include_classification_train}
+        if own:
+            mixture.update(train_data=own, train_data_mode=args.train_data_mode)
         cfg = TrainConfig(
             steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr, warmup=args.warmup,
             max_length=args.max_length, seed=args.seed, save_every=max(10, args.steps // 5),

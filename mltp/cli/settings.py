@@ -12,6 +12,7 @@ from mltp.checkpoint import resolve_model
 from mltp.config import read_config
 from mltp.layers import parse_layers
 from mltp.pooling import PER_BLOCK_KINDS, SINGLE_BLOCK_KINDS
+from mltp.userdata import check_files
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -85,6 +86,11 @@ def resolve(args: argparse.Namespace, log=print) -> argparse.Namespace:
         unknown = [t for t in args.tasks.split(",") if t not in known]
         if unknown:
             fail(f"unknown task(s) {unknown}; known: {', '.join(known)}")
+    if getattr(args, "train_data", None):
+        try:
+            args.train_data = check_files(args.train_data)
+        except (FileNotFoundError, ValueError) as e:
+            fail(str(e))
     for key in ("steps", "batch_size", "max_length", "lora_r", "grad_accum"):
         if getattr(args, key) is not None and getattr(args, key) < 1:
             fail(f"--{key.replace('_', '-')} must be >= 1")

@@ -80,7 +80,7 @@ def study_comparisons(reference: str) -> list[tuple[str, str, str]]:
 BUDGET_KEYS = ("model", "pool", "attn", "layers", "no_layer_weights", "layer_token", "tokens", "latents", "heads",
                "head_dim", "steps", "batch_size", "grad_accum", "lr", "max_length", "lora_r", "lora_alpha",
                "include_classification_train", "suite", "tasks", "dtype", "seed", "joint_forward",
-               "layer_weight_std", "layer_weight_lr_mult", "block")
+               "layer_weight_std", "layer_weight_lr_mult", "block", "train_data")
 
 
 def check_same_budget(run_dir: Path, run_args: argparse.Namespace) -> None:

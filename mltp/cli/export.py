@@ -1,0 +1,21 @@
+"""`run.py export RUN/final --to DIR`: a saved embedder as a sentence-transformers directory."""
+from __future__ import annotations
+
+import argparse
+
+from mltp.export import export
+
+from .settings import fail
+
+
+def add_export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("embedder", metavar="RUN/final", help="a saved embedder (the final/ folder of a run)")
+    p.add_argument("--to", required=True, metavar="DIR", help="the directory to write; SentenceTransformer(DIR, trust_remote_code=True) loads it")
+    p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
+
+
+def run(args: argparse.Namespace) -> None:
+    try:
+        export(args.embedder, args.to, overwrite=args.overwrite)
+    except (FileNotFoundError, FileExistsError, ValueError) as e:
+        fail(str(e))

@@ -1,0 +1,83 @@
+"""run.py encode: rows in input order, equal to encoding each text alone; bad input named."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import run
+from mltp.checkpoint import load_model
+from mltp.cli import encode as encode_cli
+from mltp.embedder import Embedder, EmbedderConfig
+from mltp.pooling import PoolerConfig, build_pooler
+from mltp.tokenizer import load_tokenizer
+
+TEXTS = ["a short one", "a considerably longer text that pads the others in its batch", "mid length text",
+         "z", "another fairly long sentence to sort before the short ones"]
+
+
+@pytest.fixture
+def saved(fixtures_dir, tmp_path):
+    tiny = str(fixtures_dir / "tiny")
+    torch.manual_seed(0)
+    pooler = build_pooler(PoolerConfig(kind="mltp", hidden_size=64, num_layers=6, layers="middle4", layer_token="eos", num_latents=4))
+    Embedder(load_model(tiny), load_tokenizer(tiny), pooler, EmbedderConfig(model=tiny)).save(tmp_path / "final")
+    return tmp_path / "final"
+
+
+def test_rows_follow_the_input_order(saved, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(encode_cli, "CHUNK", 2)  # several chunks, each sorted by length inside
+    (tmp_path / "texts.txt").write_text("\n".join(TEXTS) + "\n")
+    out = tmp_path / "vectors.npy"
+    run.main(["encode", "--model", str(saved), "--input", str(tmp_path / "texts.txt"), "--output", str(out), "--batch-size", "2"])
+    vectors = np.load(out)
+    assert vectors.shape == (len(TEXTS), 64) and vectors.dtype == np.float32
+    embedder = Embedder.load(saved)
+    alone = np.stack([embedder.encode([t])[0].numpy() for t in TEXTS])  # (N, D), one text per forward
+    np.testing.assert_allclose(vectors, alone, rtol=0, atol=1e-5)
+    err = capsys.readouterr().err
+    assert "encoding [" in err and "5/5 texts" in err
+
+
+def test_jsonl_and_instruction(saved, tmp_path):
+    (tmp_path / "texts.jsonl").write_text("".join(json.dumps({"text": t, "id": i}) + "\n" for i, t in enumerate(TEXTS)))
+    out = tmp_path / "v.npy"
+    run.main(["encode", "--model", str(saved), "--input", str(tmp_path / "texts.jsonl"), "--output", str(out),
+              "--instruction", "Retrieve semantically similar text."])
+    expected = Embedder.load(saved).encode(TEXTS, instruction="Retrieve semantically similar text.").numpy()
+    np.testing.assert_allclose(np.load(out), expected, rtol=0, atol=1e-6)
+    assert not np.allclose(np.load(out), Embedder.load(saved).encode(TEXTS).numpy(), atol=1e-3)
+
+
+def test_refuses_to_overwrite_unless_asked(saved, tmp_path, capsys):
+    (tmp_path / "t.txt").write_text("one\ntwo\n")
+    out = tmp_path / "v.npy"
+    out.write_bytes(b"keep me")
+    argv = ["encode", "--model", str(saved), "--input", str(tmp_path / "t.txt"), "--output", str(out)]
+    with pytest.raises(SystemExit) as e:
+        run.main(argv)
+    assert e.value.code == 2 and "--overwrite" in capsys.readouterr().err and out.read_bytes() == b"keep me"
+    run.main(argv + ["--overwrite"])
+    assert np.load(out).shape == (2, 64)
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("t.txt", "one\n\nthree\n", "t.txt line 2: empty text"),
+    ("t.txt", "", "holds no text"),
+    ("t.jsonl", '{"text": "ok"}\n{"txt": "no"}\n', "t.jsonl line 2: field 'text'"),
+    ("t.jsonl", '{"text": "ok"}\nnot json\n', "t.jsonl line 2: not valid JSON"),
+    ("t.csv", "a\n", "expected a .txt or .jsonl"),
+])
+def test_bad_input_is_named(saved, tmp_path, capsys, name, content, message):
+    (tmp_path / name).write_text(content)
+    with pytest.raises(SystemExit) as e:
+        run.main(["encode", "--model", str(saved), "--input", str(tmp_path / name), "--output", str(tmp_path / "v.npy")])
+    assert e.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "v.npy").exists()
+
+
+def test_model_must_be_a_saved_embedder(fixtures_dir, tmp_path, capsys):
+    (tmp_path / "t.txt").write_text("one\n")
+    with pytest.raises(SystemExit) as e:
+        run.main(["encode", "--model", str(fixtures_dir / "tiny"), "--input", str(tmp_path / "t.txt"), "--output", str(tmp_path / "v.npy")])
+    assert e.value.code == 2 and "not a saved embedder" in capsys.readouterr().err

@@ -1,0 +1,113 @@
+"""--train-data: strict reading, decontamination, weights, instructions, and the run's record."""
+import hashlib
+import json
+
+import pytest
+
+import run
+from mltp.data import instruction_for, is_symmetric, row_instruction
+from mltp.sources import Pair
+from mltp.userdata import check_files, join_user_data, parse_spec, read_rows
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+def rows(n, **extra):
+    return [{"query": f"question number {i}", "positive": f"answer number {i}", **extra} for i in range(n)]
+
+
+def test_parse_spec(tmp_path):
+    assert parse_spec("a.jsonl") == (parse_spec("a.jsonl:1")[0], 1.0)
+    assert parse_spec("dir/a.jsonl:2.5")[1] == 2.5
+    assert str(parse_spec("odd:name.jsonl")[0]) == "odd:name.jsonl"  # not a number: part of the name
+    for bad in ("a.jsonl:0", "a.jsonl:-1", "a.jsonl:nan", "a.jsonl:inf"):
+        with pytest.raises(ValueError, match="positive finite"):
+            parse_spec(bad)
+
+
+@pytest.mark.parametrize("line, message", [
+    ("not json", "line 2: not valid JSON"),
+    ('["query"]', "line 2: expected a JSON object"),
+    ('{"positive": "p"}', "line 2: field 'query' is missing"),
+    ('{"query": "q"}', "line 2: field 'positive' is missing"),
+    ('{"query": "  ", "positive": "p"}', "line 2: field 'query' must be a non-empty string"),
+    ('{"query": "q", "positive": 3}', "line 2: field 'positive' must be a non-empty string"),
+    ('{"query": "q", "positive": "p", "negatives": "n"}', "line 2: field 'negatives' must be a list"),
+    ('{"query": "q", "positive": "p", "negatives": ["n", ""]}', "line 2: field 'negatives' item 1"),
+    ('{"query": "q", "positive": "p", "instruction": 5}', "line 2: field 'instruction' must be a string"),
+    ('{"query": "q", "positive": "p", "negative": "n"}', "line 2: unknown field(s) ['negative']"),
+    ("", "line 2: not valid JSON"),  # a blank line is not skipped
+])
+def test_a_bad_line_names_file_line_and_field(tmp_path, line, message):
+    path = write_jsonl(tmp_path / "mine.jsonl", [rows(1)[0], line, rows(1)[0]])
+    with pytest.raises(ValueError) as e:
+        read_rows(path)
+    assert "mine.jsonl" in str(e.value) and message in str(e.value)
+
+
+def test_empty_or_missing_file_is_an_error(tmp_path):
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(ValueError, match="empty.jsonl: the file is empty"):
+        check_files([str(tmp_path / "empty.jsonl")])
+    with pytest.raises(FileNotFoundError, match="nope.jsonl"):
+        check_files([str(tmp_path / "nope.jsonl")])
+
+
+def test_decontamination_weights_negatives_and_instructions(tmp_path):
+    data = rows(10)
+    data[0]["query"] = "An Evaluation  TEXT"  # matches after case/space folding
+    data[1]["negatives"] = ["x", "an evaluation text"]  # a negative alone is enough to drop the row
+    data[2]["negatives"] = ["neg a", "neg b", "neg c"]
+    data[3]["instruction"] = "Find the answer"
+    path = write_jsonl(tmp_path / "mine.jsonl", data)
+    builtin = [Pair("b q", "b p", None, "mrpc")]
+    files = check_files([f"{path}:2"])
+    assert files[0]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest() and files[0]["rows"] == 10
+    out, dropped, record = join_user_data(builtin, {"mrpc": 3}, files, seed=0, exclude_texts={"an evaluation text"})
+    assert dropped == {"mrpc": 3, "file:mine.jsonl": 2}
+    own = [p for p in out if p.source == "file:mine.jsonl"]
+    assert len(own) == 16 and len(out) == 17  # 8 clean rows, twice
+    assert record[0]["dropped"] == 2 and record[0]["pairs"] == 16 and record[0]["weight"] == 2.0
+    assert {p.negative for p in own if p.query == "question number 2"} <= {"neg a", "neg b", "neg c"}
+    by_query = {p.query: p for p in own}
+    assert row_instruction(by_query["question number 3"]) == "Find the answer"
+    assert row_instruction(by_query["question number 4"]) == ""  # no instruction: the query goes plain
+    assert row_instruction(builtin[0]) == instruction_for("mrpc")  # built-in rows: their source's
+    assert not is_symmetric("file:mine.jsonl") and is_symmetric("mrpc")
+    half, _, _ = join_user_data([], {}, check_files([f"{path}:0.5"]), seed=0, exclude_texts=set())
+    assert len(half) == 5 and len({p.query for p in half}) == 5
+    again, _, _ = join_user_data([], {}, check_files([f"{path}:0.5"]), seed=0, exclude_texts=set())
+    assert [p.query for p in again] == [p.query for p in half]  # seeded
+
+
+def test_a_file_changed_after_the_check_is_refused(tmp_path):
+    path = write_jsonl(tmp_path / "mine.jsonl", rows(4))
+    files = check_files([str(path)])
+    write_jsonl(path, rows(5))
+    with pytest.raises(ValueError, match="changed since it was checked"):
+        join_user_data([], {}, files, seed=0, exclude_texts=set())
+
+
+def test_run_replaces_the_mixture_and_records_the_files(fixtures_dir, tmp_path):
+    path = write_jsonl(tmp_path / "mine.jsonl", rows(12, negatives=["some other text"]))
+    out = tmp_path / "run"
+    run.main(["--model", str(fixtures_dir / "tiny"), "--steps", "2", "--batch-size", "4", "--max-length", "32",
+              "--device", "cpu", "--tasks", "BIOSSES", "--latents", "4", "--pool", "eos",
+              "--train-data", f"{path}:1.5", "--train-data-mode", "replace", "--out", str(out)])
+    record = json.loads((out / "results.json").read_text())
+    mixture = record["mixture"]
+    assert mixture["rows"] == 18 and mixture["train_data_mode"] == "replace"
+    (file,) = mixture["train_data"]
+    assert file["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest() and file["path"] == str(path.resolve())
+    assert (file["rows"], file["pairs"], file["dropped"], file["weight"]) == (12, 18, 0, 1.5)
+    assert "file:mine.jsonl" in (out / "log.txt").read_text()
+
+
+def test_cli_names_the_bad_line(fixtures_dir, tmp_path, capsys):
+    path = write_jsonl(tmp_path / "mine.jsonl", [rows(1)[0], '{"query": "q"}'])
+    with pytest.raises(SystemExit) as e:
+        run.main(["--model", str(fixtures_dir / "tiny"), "--train-data", str(path), "--device", "cpu"])
+    assert e.value.code == 2 and "mine.jsonl line 2: field 'positive' is missing" in capsys.readouterr().err
