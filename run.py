@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mltp.cli import encode, export, probe, study
+from mltp.cli import encode, export, intervene, probe, study
 from mltp.cli.job import run_one
 from mltp.cli.settings import ROOT, config_name, resolve
 from mltp.model import COMPILE_MODES

@@ -24,9 +24,6 @@ before `{text}` in mltp's template, one per evaluation task, e.g.
 """
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
 
 import torch
 
