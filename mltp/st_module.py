@@ -24,7 +24,6 @@ before `{text}` in mltp's template, one per evaluation task, e.g.
 """
 from __future__ import annotations
 
-
 import torch
 
 from .export import DECODER_CONFIG
