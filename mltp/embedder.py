@@ -22,8 +22,8 @@ from torch import nn
 
 from .atomic import atomic_write_json
 from .checkpoint import load_model
-from .lora import ADAPTER_CONFIG, LoRAConfig, load_adapter, lora_layers, merge_lora, save_adapter
 from .fast import forward as fast_forward, skip_padding_by_default
+from .lora import ADAPTER_CONFIG, LoRAConfig, load_adapter, lora_layers, merge_lora, save_adapter
 from .model import Decoder
 from .pooling import Pooler, load_pooler, save_pooler
 from .tokenizer import Tokenizer, load_tokenizer
