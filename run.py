@@ -21,7 +21,7 @@ from pathlib import Path
 from mltp.cli import encode, export, intervene, probe, study
 from mltp.cli.job import run_one
 from mltp.cli.settings import ROOT, config_name, resolve
-from mltp.model import COMPILE_MODES
+from mltp.fast import COMPILE_MODES
 from mltp.pooling import KINDS
 
 

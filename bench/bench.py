@@ -68,7 +68,9 @@ from mltp.atomic import atomic_write_stem  # noqa: E402
 from mltp.config import ModelConfig, from_hf_config  # noqa: E402
 from mltp.lora import LoRAConfig, apply_lora, lora_parameters  # noqa: E402
 from mltp.loss import info_nce  # noqa: E402
-from mltp.model import COMPILE_MODES, Decoder, compile_blocks  # noqa: E402
+from mltp import fast  # noqa: E402
+from mltp.fast import COMPILE_MODES, compile_blocks  # noqa: E402
+from mltp.model import Decoder  # noqa: E402
 from mltp.layers import parse_layers  # noqa: E402
 from mltp.pooling import PoolerConfig, build_pooler  # noqa: E402
 
@@ -155,10 +157,12 @@ def share_weights(model: Decoder, hf) -> None:
     model.load_state_dict({k: v for k, v in state.items() if k in model.state_dict()}, strict=True, assign=True)
 
 
-def mltp_states(model, ids, mask, keep=None):
-    # Timed with keep = the pooler's blocks, as mltp.embedder.Embedder runs it (the states nobody
-    # reads are freed as the forward goes); parity compares every state (keep=None).
-    return model(ids, mask, causal=True, keep=keep)
+def mltp_states(model, ids, mask, keep=None, skip_padding="auto"):
+    # Timed through the tuned forward with keep = the pooler's blocks, as mltp.embedder.Embedder
+    # runs it (the states nobody reads are freed as the forward goes); parity compares every state
+    # (keep=None). skip_padding auto: the embedder's default.
+    skip = fast.skip_padding_by_default(ids.device, model.training) if skip_padding == "auto" else skip_padding == "on"
+    return fast.forward(model, ids, mask, causal=True, keep=keep, skip_padding=skip)
 
 
 def hf_states(model, ids, mask):
@@ -396,7 +400,6 @@ def bench_shape(name: str, args, device, dtype, peak: float) -> list[dict]:
     t0 = time.perf_counter()
     # In bf16 the weights are drawn in fp32 first, for the parity reference (check_parity_low_precision).
     model, hf, cfg = build_pair(spec, args.baseline, device, torch.float32 if low_precision else dtype, args.seed)
-    model.skip_padding = {"on": True, "off": False, "auto": None}[args.skip_padding]
     progress(f"{name}: built in {time.perf_counter() - t0:.0f} s")
     g = torch.Generator().manual_seed(args.seed)
     encode_batch = make_batch(args.batch, args.seq, cfg.vocab_size, g, device)
@@ -420,14 +423,14 @@ def bench_shape(name: str, args, device, dtype, peak: float) -> list[dict]:
     p_batch = make_batch(args.batch, args.seq, cfg.vocab_size, g, device)
     torch.manual_seed(args.seed)
     pooler = make_pooler(cfg, device)
-    sides = ({"mltp": (model, partial(mltp_states, keep=pooler.needs_layers))}
+    sides = ({"mltp": (model, partial(mltp_states, keep=pooler.needs_layers, skip_padding=args.skip_padding))}
              | ({"transformers": (hf, hf_states)} if hf is not None else {}))
     rows = []
 
     if "encode" in args.modes:
         ids, mask = encode_batch
         with torch.no_grad():
-            ours = mltp_states(model, ids, mask)
+            ours = mltp_states(model, ids, mask, skip_padding=args.skip_padding)
             ref = hf_states(hf, ids, mask) if hf is not None else unpadded_reference(model, ids, mask)
             error = states_rel_error(ours, ref, mask)
             emb_error = float((pooler(ours, mask) - pooler(ref, mask)).norm(dim=-1).max())
@@ -485,7 +488,7 @@ def bench_train(name, args, device, dtype, peak, model, hf, cfg, pooler, q_batch
     apply_lora(model, LORA)
     model.gradient_checkpointing = checkpointed
     model.train()
-    sides = {"mltp": (model, partial(mltp_states, keep=pooler.needs_layers))}
+    sides = {"mltp": (model, partial(mltp_states, keep=pooler.needs_layers, skip_padding=args.skip_padding))}
     if hf is not None:
         hf = add_lora_hf(hf)
         if checkpointed:
@@ -686,12 +689,12 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=None, help="untimed repetitions per side (default cpu 1, cuda 5)")
     p.add_argument("--dtype", choices=["fp32", "bf16"], default=None, help="default: cpu fp32, cuda bf16")
     p.add_argument("--compile", nargs="?", const="default", metavar="MODE", choices=COMPILE_MODES,
-                   help="torch.compile every mltp decoder block (mltp.model.compile_blocks); MODE as torch.compile's")
+                   help="torch.compile every mltp decoder block (mltp.fast.compile_blocks); MODE as torch.compile's")
     p.add_argument("--baseline", choices=["transformers", "none"], default="transformers",
                    help="none: time mltp alone, parity against unpadded runs (needs no transformers)")
     p.add_argument("--skip-padding", choices=["auto", "on", "off"], default="auto",
-                   help="mltp's blocks compute on the real tokens only (mltp.model.Layout); auto: the Decoder's default, "
-                        "on for encoding (eval mode) on the CPU only")
+                   help="mltp's blocks compute on the real tokens only (mltp.fast); auto: the embedder's default "
+                        "(mltp.fast.skip_padding_by_default), on for encoding (eval mode) on the CPU only")
     p.add_argument("--checkpointing", choices=["auto", "on", "off"], default="auto",
                    help="gradient checkpointing in train mode, both sides; auto: on at the 7B shape only")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads on cpu")

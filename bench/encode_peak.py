@@ -56,7 +56,8 @@ def main(argv=None) -> list[dict]:
         top = max(needs) if max(needs) < cfg.num_hidden_layers else None
 
         def mltp_states(m, ids, mask):  # what Embedder.forward asks of the decoder
-            return m(ids, mask, causal=True, upto=top, keep=needs)
+            skip = bench.fast.skip_padding_by_default(ids.device, m.training)
+            return bench.fast.forward(m, ids, mask, causal=True, upto=top, keep=needs, skip_padding=skip)
 
         sides = {"mltp": (model, mltp_states)} | ({"transformers": (hf, bench.hf_states)} if hf is not None else {})
         for side, (m, forward) in sides.items():

@@ -22,6 +22,7 @@ from torch import nn
 
 from .atomic import atomic_write_json
 from .checkpoint import load_model
+from .fast import forward as fast_forward, skip_padding_by_default
 from .lora import ADAPTER_CONFIG, LoRAConfig, load_adapter, lora_layers, merge_lora, save_adapter
 from .model import Decoder
 from .pooling import Pooler, load_pooler, save_pooler
@@ -55,8 +56,10 @@ class Embedder(nn.Module):
         return [self.config.template.format(instruction=instruction, text=t) for t in texts]
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        # Only the states the pooler reads are kept: the others are freed block by block.
-        states = self.model(input_ids, attention_mask, causal=self.config.causal, upto=self.upto, keep=self.pooler.needs_layers)
+        # The tuned forward (mltp/fast.py): only the blocks and states the pooler reads.
+        skip = skip_padding_by_default(input_ids.device, self.model.training)
+        states = fast_forward(self.model, input_ids, attention_mask, causal=self.config.causal, upto=self.upto,
+                              keep=self.pooler.needs_layers, skip_padding=skip)
         return self.pooler(states, attention_mask)  # (B, D), unit norm
 
     def tokenize(self, texts: list[str], instruction: str | None = None) -> list[list[int]]:
@@ -89,7 +92,7 @@ class Embedder(nn.Module):
         self.eval()
         rows = self.tokenize(list(texts), instruction)
         order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))  # longest first: OOM shows early
-        out = None  # (N, width): the pooler's width, D for every pooler but a fan-out of several
+        out = None  # (N, width of the pooler's output), allocated at the first batch
         autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and self.model.embed_tokens.weight.dtype == torch.float32)
         start = 0
         while start < len(order):

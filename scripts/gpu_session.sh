@@ -59,7 +59,7 @@ a)
     timeout "${BENCH_SECONDS:-200}" $PY bench/bench.py --device "$DEVICE" --modes encode,train,train-joint --steps 10 --warmup 3 ${BENCH_SHAPES:+--shapes "$BENCH_SHAPES"} \
         --out "$S/bench/$gpu" 2>&1 | tee "$S/bench/eager.log"
     if [ "${BENCH_SKIP_PADDING:-on}" != off ]; then
-        # Off by default on a GPU (mltp.model.Decoder.skips_padding) until this measures it:
+        # Off by default on a GPU (mltp.fast.skip_padding_by_default) until this measures it:
         # encode at all three shapes with mltp computing only the real tokens (2026-12-01).
         log "benchmark, encode, mltp skipping padding"
         timeout "${SKIP_SECONDS:-90}" $PY bench/bench.py --device "$DEVICE" --modes encode --skip-padding on --steps 10 --warmup 3 ${BENCH_SHAPES:+--shapes "$BENCH_SHAPES"} \

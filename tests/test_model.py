@@ -1,13 +1,28 @@
-"""The decoder against Hugging Face transformers (fixtures from scripts/fixtures/make_hf_fixtures.py)."""
+"""The decoder against Hugging Face transformers (fixtures from scripts/fixtures/make_hf_fixtures.py).
+
+Every parity test runs both forwards: the plain one (`Decoder.forward`) and the tuned one
+(`mltp.fast.forward`), padded and with the padding skipped.
+"""
+import functools
+
 import pytest
 import torch
+import torch._inductor.config as inductor_config
 from safetensors.torch import load_file
 
 import mltp
+from mltp import fast
+from mltp.fast import additive_mask, compile_blocks
 from mltp.lora import LoRAConfig, apply_lora, lora_parameters
-from mltp.model import additive_mask, attention_mask_4d, compile_blocks, reference_attention
+from mltp.model import attention_mask_4d, reference_attention
 
 ARCHS = ["llama", "mistral", "qwen2"]
+# name -> forward(model, ids, mask, **kwargs) -> states
+FORWARDS = {
+    "plain": lambda model, *args, **kw: model(*args, **kw),
+    "fast-padded": functools.partial(fast.forward, skip_padding=False),
+    "fast-real-tokens-only": functools.partial(fast.forward, skip_padding=True),
+}
 
 
 def expected(fixtures_dir, arch):
@@ -23,30 +38,43 @@ def assert_states_close(ours, ref, mask, atol=2e-5):
         assert diff < atol, f"hidden state {i}: max abs diff {diff}"
 
 
-@pytest.mark.parametrize("skip_padding", [False, True], ids=["padded", "real-tokens-only"])
+@pytest.mark.parametrize("path", FORWARDS)
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("side", ["left", "right"])
-def test_causal_hidden_states_match_transformers(fixtures_dir, arch, side, skip_padding):
+def test_causal_hidden_states_match_transformers(fixtures_dir, arch, side, path):
     ref = expected(fixtures_dir, arch)
     model = mltp.load_model(fixtures_dir / "hf" / arch)
-    model.skip_padding = skip_padding
     ids, mask = ref[f"{side}.input_ids"], ref[f"{side}.attention_mask"]
     with torch.no_grad():
-        states = model(ids, mask, causal=True)
+        states = FORWARDS[path](model, ids, mask, causal=True)
     assert_states_close(states, ref[f"{side}.causal"], mask)
 
 
-@pytest.mark.parametrize("skip_padding", [False, True], ids=["padded", "real-tokens-only"])
+@pytest.mark.parametrize("path", FORWARDS)
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
 @pytest.mark.parametrize("side", ["left", "right"])
-def test_bidirectional_hidden_states_match_transformers_with_full_mask(fixtures_dir, arch, side, skip_padding):
+def test_bidirectional_hidden_states_match_transformers_with_full_mask(fixtures_dir, arch, side, path):
     ref = expected(fixtures_dir, arch)
     model = mltp.load_model(fixtures_dir / "hf" / arch)
-    model.skip_padding = skip_padding
     ids, mask = ref[f"{side}.input_ids"], ref[f"{side}.attention_mask"]
     with torch.no_grad():
-        states = model(ids, mask, causal=False)
+        states = FORWARDS[path](model, ids, mask, causal=False)
     assert_states_close(states, ref[f"{side}.bidirectional"], mask)
+
+
+def test_plain_and_fast_forwards_agree_under_autocast(fixtures_dir):
+    # bf16 autocast: the fast path builds its mask bias in the autocast dtype; both forwards
+    # must still give the same states (within bf16 rounding) at the real tokens.
+    ref = expected(fixtures_dir, "qwen2")
+    model = mltp.load_model(fixtures_dir / "hf" / "qwen2")
+    ids, mask = ref["left.input_ids"], ref["left.attention_mask"]
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        plain = model(ids, mask)
+        tuned = fast.forward(model, ids, mask, skip_padding=True)
+    real = mask.bool()
+    for i, (a, b) in enumerate(zip(plain, tuned)):
+        scale = a[real].float().abs().max()
+        assert (a[real].float() - b[real].float()).abs().max() <= 0.05 * scale, f"hidden state {i}"
 
 
 def test_padding_side_does_not_change_real_tokens(fixtures_dir):
@@ -81,8 +109,8 @@ def test_upto_returns_the_first_blocks_unchanged(fixtures_dir):
     model = mltp.load_model(fixtures_dir / "hf" / "llama")
     ids = torch.randint(0, 97, (2, 6))
     with torch.no_grad():
-        full = model(ids)
-        part = model(ids, upto=2)
+        full = fast.forward(model, ids)
+        part = fast.forward(model, ids, upto=2)
     assert len(part) == 3
     for a, b in zip(part, full[:3]):
         torch.testing.assert_close(a, b)
@@ -93,20 +121,22 @@ def test_keep_returns_only_the_named_states_unchanged(fixtures_dir, skip_padding
     # The states a pooler does not read come back as None; the kept ones, the final norm on the
     # last included, are those of the full forward.
     model = mltp.load_model(fixtures_dir / "hf" / "qwen2")
-    model.skip_padding = skip_padding
+    forward = functools.partial(fast.forward, model, skip_padding=skip_padding)
     L = model.config.num_hidden_layers
     ids = torch.randint(1, 97, (2, 7))
     mask = torch.tensor([[0, 0, 1, 1, 1, 1, 1], [1] * 7])
     with torch.no_grad():
-        full = model(ids, mask)
-        some = model(ids, mask, keep=(1, L))
-        middle = model(ids, mask, upto=2, keep=[0, 2])
+        full = forward(ids, mask)
+        some = forward(ids, mask, keep=(1, L))
+        middle = forward(ids, mask, upto=2, keep=[0, 2])
     assert [i for i, h in enumerate(some) if h is not None] == [1, L]
     assert torch.equal(some[1], full[1]) and torch.equal(some[L], full[L])
     assert len(middle) == 3 and middle[1] is None
     assert torch.equal(middle[0], full[0]) and torch.equal(middle[2], full[2])
     with pytest.raises(ValueError, match=r"keep=\[3\] outside the 3 states 0..2"):
-        model(ids, mask, upto=2, keep=[3])
+        forward(ids, mask, upto=2, keep=[3])
+    with pytest.raises(ValueError, match=rf"upto=9 outside 0..{L}"):
+        forward(ids, mask, upto=9)
 
 
 def test_encoding_in_place_equals_the_autograd_forward(fixtures_dir):
@@ -116,8 +146,8 @@ def test_encoding_in_place_equals_the_autograd_forward(fixtures_dir):
     model = mltp.load_model(fixtures_dir / "hf" / "qwen2")
     ids, mask = ref["left.input_ids"], ref["left.attention_mask"]
     with torch.no_grad():
-        encoded = model(ids, mask)
-    traced = model(ids, mask)
+        encoded = fast.forward(model, ids, mask)
+    traced = fast.forward(model, ids, mask)
     assert traced[-1].requires_grad
     for a, b in zip(encoded, traced):
         assert torch.equal(a, b.detach())
@@ -137,9 +167,8 @@ def test_skipping_padding_is_the_padded_forward_with_zeros_at_pads(fixtures_dir)
     mask = torch.tensor([[0, 0, 0, 1, 1, 1, 1, 1, 1], [1] * 9, [0, 0, 0, 0, 0, 0, 0, 1, 1]])
     runs = {}
     for skip in (False, True):
-        model.skip_padding = skip
         model.zero_grad()
-        states = model(ids, mask)
+        states = fast.forward(model, ids, mask, skip_padding=skip)
         sum(h[mask.bool()].square().sum() for h in states).backward()
         runs[skip] = [h.detach() for h in states], [p.grad.clone() for p in lora_parameters(model)]
     (padded, g_padded), (skipped, g_skipped) = runs[False], runs[True]
@@ -150,17 +179,11 @@ def test_skipping_padding_is_the_padded_forward_with_zeros_at_pads(fixtures_dir)
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
-def test_padding_is_skipped_when_encoding_on_the_cpu_unless_told(fixtures_dir):
+def test_padding_is_skipped_by_default_when_encoding_on_the_cpu_only():
     # Training keeps the padded layout: the packed one would draw other LoRA dropout masks.
-    model = mltp.load_model(fixtures_dir / "hf" / "llama")
-    assert model.skip_padding is None and not model.training
-    assert model.skips_padding(torch.device("cpu")) and not model.skips_padding(torch.device("cuda"))
-    model.train()
-    assert not model.skips_padding(torch.device("cpu"))
-    model.skip_padding = True
-    assert model.skips_padding(torch.device("cpu")) and model.skips_padding(torch.device("cuda"))
-    model.eval().skip_padding = False
-    assert not model.skips_padding(torch.device("cpu"))
+    assert fast.skip_padding_by_default(torch.device("cpu"), training=False)
+    assert not fast.skip_padding_by_default(torch.device("cpu"), training=True)
+    assert not fast.skip_padding_by_default(torch.device("cuda"), training=False)
 
 
 @pytest.mark.parametrize("causal", [True, False])
@@ -200,10 +223,10 @@ def test_compiled_matches_eager(fixtures_dir):
 def test_compile_modes_reach_torch_compile(fixtures_dir, monkeypatch):
     # run.py / bench.py --compile reduce-overhead: the mode is torch.compile's (CUDA graphs on a
     # GPU; on the CPU inductor alone), and the compiled blocks still compute the same states.
-    modes, real_compile = [], torch.compile
+    options, real_compile = [], torch.compile
 
     def recording_compile(*args, **kwargs):
-        modes.append(kwargs.get("mode"))
+        options.append(kwargs.get("options"))
         return real_compile(*args, **kwargs)
 
     monkeypatch.setattr(torch, "compile", recording_compile)
@@ -211,16 +234,19 @@ def test_compile_modes_reach_torch_compile(fixtures_dir, monkeypatch):
     ref = expected(fixtures_dir, "qwen2")
     ids, mask = ref["left.input_ids"], ref["left.attention_mask"]
     with torch.no_grad():
-        eager = model(ids, mask)
+        eager = fast.forward(model, ids, mask)
         compile_blocks(model, "reduce-overhead")
-        assert modes == ["reduce-overhead"] * len(model.layers)
+        compiled = fast.forward(model, ids, mask)
+    # the mode's own options (torch.compile takes options or a mode, not both), eager's RNG added
+    assert options == [{"triton.cudagraphs": True, "fallback_random": True}] * len(model.layers)
+    assert inductor_config.fallback_random is False  # scoped to the blocks, not set process-wide
+    for a, b in zip(eager, compiled):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="unknown compile mode 'fast'"):
         compile_blocks(model, "fast")
-        for a, b in zip(eager, model(ids, mask)):
-            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
-def lora_gradients(fixtures_dir, arch, prepare):
+def lora_gradients(fixtures_dir, arch, prepare, forward=fast.forward):
     """LoRA gradients of one backward through a model with dropout on; `prepare(model)` varies the run."""
     model = mltp.load_model(fixtures_dir / "hf" / arch)
     torch.manual_seed(1)
@@ -233,7 +259,7 @@ def lora_gradients(fixtures_dir, arch, prepare):
     prepare(model)
     ref = expected(fixtures_dir, arch)
     torch.manual_seed(7)
-    h = model(ref["left.input_ids"], ref["left.attention_mask"])[-1]
+    h = forward(model, ref["left.input_ids"], ref["left.attention_mask"])[-1]
     h.pow(2).mean().backward()
     return torch.cat([p.grad.flatten() for p in lora_parameters(model)])
 
@@ -252,6 +278,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(fixtures_dir):
     def checkpointed(model):
         model.gradient_checkpointing = True
 
-    plain = lora_gradients(fixtures_dir, "llama", lambda model: None)
-    assert plain.abs().max() > 0
-    torch.testing.assert_close(lora_gradients(fixtures_dir, "llama", checkpointed), plain, atol=1e-6, rtol=1e-5)
+    for forward in (FORWARDS["plain"], fast.forward):
+        plain = lora_gradients(fixtures_dir, "llama", lambda model: None, forward)
+        assert plain.abs().max() > 0
+        torch.testing.assert_close(lora_gradients(fixtures_dir, "llama", checkpointed, forward), plain, atol=1e-6, rtol=1e-5)

@@ -19,7 +19,7 @@ from mltp.data import build_mixture_with_dropped, mixture_report
 from mltp.embedder import Embedder, EmbedderConfig
 from mltp.layers import describe_layers
 from mltp.lora import LoRAConfig, apply_lora, merge_lora
-from mltp.model import compile_blocks
+from mltp.fast import compile_blocks
 from mltp.pooling import PER_BLOCK_KINDS, PoolerConfig, build_pooler, count_parameters
 from mltp.tokenizer import load_tokenizer
 from mltp.train import TrainConfig, train

@@ -6,66 +6,78 @@ import json
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 import eval as evaluators
 from eval.report import probe_chart
 from mltp.atomic import atomic_write_json, atomic_write_text
 from mltp.checkpoint import load_model
 from mltp.embedder import EMBEDDER_FILE, Embedder, EmbedderConfig
-from mltp.pooling import CONFIG_FILE as POOLER_CONFIG_FILE, PoolerConfig, build_pooler, last_token, masked_mean
+from mltp.pooling import CONFIG_FILE as POOLER_CONFIG_FILE, last_token, masked_mean
 from mltp.tokenizer import load_tokenizer
 
 from .job import Tee, environment
 from .settings import ROOT, fail, resolve
 
 
+class BlockVectors(nn.Module):
+    """The per-block probe's pooler: each probed block's EOS vector and its mean vector, unit norm.
+
+    Not one of the study's poolers (its output is (B, 2*S*D), not one (B, D) vector): it exists so
+    that `Embedder.encode` batches the probe, and one forward serves every block and both readings.
+    """
+
+    def __init__(self, layers: list[int]):
+        super().__init__()
+        self.needs_layers = tuple(layers)
+
+    def forward(self, hidden_states, attention_mask):
+        mask = attention_mask.bool()
+        vectors = [F.normalize(reduce(hidden_states[i].float(), mask), dim=-1)  # (B, D) each
+                   for reduce in (last_token, masked_mean) for i in self.needs_layers]
+        return torch.cat(vectors, dim=-1)  # (B, 2*S*D): every block's EOS vector, then every mean
+
+
 class LayerCache:
-    """Encodes each text set once, keeping eos and mean vectors of every block; `view` serves one."""
+    """Encodes each text set once through an Embedder with `BlockVectors`; `view` serves one block."""
 
-    def __init__(self, embedder: Embedder, causal: bool):
-        self.embedder, self.causal, self.cache = embedder, causal, {}
+    def __init__(self, embedder: Embedder):
+        self.embedder, self.cache = embedder, {}
+        self.layers = list(embedder.pooler.needs_layers)
 
-    @torch.no_grad()
-    def all_layers(self, texts, instruction):
+    def vectors(self, texts, instruction) -> torch.Tensor:
         key = (tuple(texts), instruction)
         if key not in self.cache:
-            e = self.embedder
-            rows = e.tokenize(list(texts), instruction)
-            order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
-            L, D = e.model.config.num_hidden_layers, e.model.config.hidden_size
-            out = torch.empty(2, L, len(rows), D, dtype=torch.float16)  # (eos|mean, L, N, D)
-            for s in range(0, len(order), 32):
-                idx = order[s:s + 32]
-                ids, mask = e.batch([rows[i] for i in idx])
-                states = e.model(ids, mask, causal=self.causal)
-                m = mask.bool()
-                for layer in range(1, L + 1):
-                    h = states[layer].float()
-                    out[0, layer - 1, idx] = torch.nn.functional.normalize(last_token(h, m), dim=-1).half().cpu()
-                    out[1, layer - 1, idx] = torch.nn.functional.normalize(masked_mean(h, m), dim=-1).half().cpu()
-            self.cache[key] = out
+            flat = self.embedder.encode(list(texts), instruction)  # (N, 2*S*D)
+            # (N, eos|mean, S, D), in fp16: the cache holds every block of every text set at once
+            self.cache[key] = flat.view(len(texts), 2, len(self.layers), -1).half()
         return self.cache[key]
 
-    def view(self, mode: int, layer: int):
-        cache = self
+    def view(self, mode: int, layer: int) -> "BlockEncoder":
+        return BlockEncoder(self, mode, self.layers.index(layer))
 
-        class Encoder:
-            def encode(self, texts, instruction=None):
-                return cache.all_layers(texts, instruction)[mode, layer - 1].float()
 
-        return Encoder()
+class BlockEncoder:
+    """The evaluators' encoder for one block's EOS (mode 0) or mean (mode 1) vectors."""
+
+    def __init__(self, cache: LayerCache, mode: int, index: int):
+        self.cache, self.mode, self.index = cache, mode, index
+
+    def encode(self, texts, instruction=None) -> torch.Tensor:
+        return self.cache.vectors(texts, instruction)[:, self.mode, self.index].float()  # (N, D)
 
 
 def run_probe(args: argparse.Namespace) -> None:
     out = Path(args.out or ROOT / "runs" / f"probe-{args.attn}")
     log = Tee(out / "log.txt")
     model = load_model(args.model_dir, dtype=getattr(torch, args.dtype), device=args.device)
-    pooler = build_pooler(PoolerConfig(kind="eos", hidden_size=model.config.hidden_size, num_layers=model.config.num_hidden_layers))
-    embedder = Embedder(model, load_tokenizer(args.model_dir), pooler, EmbedderConfig(model=args.model, causal=args.attn == "causal"))
-    cache = LayerCache(embedder, causal=args.attn == "causal")
-    tasks = args.tasks.split(",") if args.tasks else args.suite
     L = model.config.num_hidden_layers
     layers = sorted(set(range(args.every, L + 1, args.every)) | {L})
+    pooler = BlockVectors(layers)
+    embedder = Embedder(model, load_tokenizer(args.model_dir), pooler, EmbedderConfig(model=args.model, causal=args.attn == "causal"))
+    cache = LayerCache(embedder)
+    tasks = args.tasks.split(",") if args.tasks else args.suite
     table = {}
     for mode, name in ((0, "eos"), (1, "mean")):
         for layer in layers:
