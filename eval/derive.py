@@ -8,12 +8,14 @@ real upstream snapshots.
 """
 from __future__ import annotations
 
+import ast
 import csv
 import gzip
 import html
 import io
 import json
 import re
+import tokenize
 from typing import Callable, Mapping
 
 Folder = Mapping  # relative path -> bytes; only the files a derivation needs are read
@@ -146,7 +148,53 @@ def sick_all(train: bytes, trial: bytes, test: bytes) -> bytes:
     return (header + "".join(out)).encode("utf-8")
 
 
+def _python_strings(text: str) -> list[str]:
+    """The string literals of a printed list or numpy array: "['a' 'b']", "['a', 'b']", "['a'\\n 'b']"."""
+    tokens = tokenize.generate_tokens(io.StringIO(text).readline)
+    return [ast.literal_eval(t.string) for t in tokens if t.type == tokenize.STRING]
+
+
+def _csv_dicts(data: bytes) -> list[dict]:
+    return list(csv.DictReader(io.StringIO(data.decode("utf-8"), newline="")))
+
+
+def scifact_corpus(corpus_csv: bytes) -> bytes:
+    """SciFact corpus CSV (abstract = a printed list of sentences) -> BEIR corpus jsonl.
+
+    text = the sentences stripped and joined by one space, as BEIR's scifact/corpus.jsonl has it.
+    """
+    out = []
+    for d in _csv_dicts(corpus_csv):
+        text = " ".join(s.strip() for s in _python_strings(d["abstract"]))
+        out.append(json.dumps({"_id": d["doc_id"], "title": d["title"], "text": text, "metadata": {}}) + "\n")
+    return "".join(out).encode("utf-8")
+
+
+def _claims(claims_csv: bytes) -> list[dict]:
+    """One row per claim (the CSV repeats a claim once per evidence document), in file order."""
+    seen, claims = set(), []
+    for d in _csv_dicts(claims_csv):
+        if d["id"] not in seen:
+            seen.add(d["id"])
+            claims.append(d)
+    return claims
+
+
+def scifact_queries(claims_csv: bytes) -> bytes:
+    out = [json.dumps({"_id": d["id"], "text": d["claim"], "metadata": {}}) + "\n" for d in _claims(claims_csv)]
+    return "".join(out).encode("utf-8")
+
+
+def scifact_qrels(claims_csv: bytes) -> bytes:
+    """claim id -> each cited document (numeric order), score 1: the BEIR train qrels convention."""
+    out = ["query-id\tcorpus-id\tscore\n"]
+    for d in _claims(claims_csv):
+        out += [f"{d['id']}\t{doc}\t1\n" for doc in sorted(re.findall(r"\d+", d["cited_doc_ids"]), key=int)]
+    return "".join(out).encode("utf-8")
+
+
 DERIVATIONS: dict[str, Callable[..., bytes]] = {
     f.__name__: f for f in (copy, gunzip, csv_rows, anserini_topics_to_beir, trec_qrels_to_beir, imdb_jsonl,
-                            labelled_lines, newsgroup_subjects, sts_combined, biosses_pairs, sick_all)
+                            labelled_lines, newsgroup_subjects, sts_combined, biosses_pairs, sick_all, scifact_corpus,
+                            scifact_queries, scifact_qrels)
 }

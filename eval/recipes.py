@@ -68,6 +68,9 @@ RECIPES: dict[str, dict] = {
     "sts/sick-r/sick_all_9927.tsv": dict(
         derivation="sick_all",
         inputs=["data:sts/sick-r/SICK_train.txt", "data:sts/sick-r/SICK_trial.txt", "data:sts/sick-r/SICK_test_annotated.txt"]),
+    "retrieval/scifact/corpus.jsonl": dict(derivation="scifact_corpus", inputs=[f"{SCIFACT_ZIP}!corpus_train.csv"]),
+    "retrieval/scifact/queries_train.jsonl": dict(derivation="scifact_queries", inputs=[f"{SCIFACT_ZIP}!claims_train.csv"]),
+    "retrieval/scifact/qrels/train.tsv": dict(derivation="scifact_qrels", inputs=[f"{SCIFACT_ZIP}!claims_train.csv"]),
     **{file: _sts(*spec) for file, spec in STS_SUBSETS.items()},
     **_beir("arguana", "arguana"), **_beir("fiqa", "fiqa"), **_beir("nfcorpus", "nfcorpus"),
     **_beir("scifact", "scifact"), **_beir("touche2020", "webis-touche2020"),
