@@ -148,6 +148,19 @@ def sick_all(train: bytes, trial: bytes, test: bytes) -> bytes:
     return (header + "".join(out)).encode("utf-8")
 
 
+def html_to_text(page: bytes, encoding: str) -> bytes:
+    """A Word-made HTML page as plain text: styles and tags dropped, entities decoded, line breaks
+    kept, trailing spaces and runs of blank lines removed."""
+    text = page.decode(encoding)
+    text = re.sub(r"(?is)<style.*?</style>", "", text)
+    text = html.unescape(re.sub(r"<[^>]+>", "", text)).replace("\r\n", "\n")
+    lines: list[str] = []
+    for line in (raw.rstrip() for raw in text.split("\n")):
+        if line or (lines and lines[-1]):
+            lines.append(line)
+    return ("\n".join(lines).strip() + "\n").encode("utf-8")
+
+
 def _python_strings(text: str) -> list[str]:
     """The string literals of a printed list or numpy array: "['a' 'b']", "['a', 'b']", "['a'\\n 'b']"."""
     tokens = tokenize.generate_tokens(io.StringIO(text).readline)
@@ -195,6 +208,6 @@ def scifact_qrels(claims_csv: bytes) -> bytes:
 
 DERIVATIONS: dict[str, Callable[..., bytes]] = {
     f.__name__: f for f in (copy, gunzip, csv_rows, anserini_topics_to_beir, trec_qrels_to_beir, imdb_jsonl,
-                            labelled_lines, newsgroup_subjects, sts_combined, biosses_pairs, sick_all, scifact_corpus,
+                            labelled_lines, newsgroup_subjects, sts_combined, biosses_pairs, sick_all, html_to_text, scifact_corpus,
                             scifact_queries, scifact_qrels)
 }

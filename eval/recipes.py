@@ -71,6 +71,9 @@ RECIPES: dict[str, dict] = {
     "retrieval/scifact/corpus.jsonl": dict(derivation="scifact_corpus", inputs=[f"{SCIFACT_ZIP}!corpus_train.csv"]),
     "retrieval/scifact/queries_train.jsonl": dict(derivation="scifact_queries", inputs=[f"{SCIFACT_ZIP}!claims_train.csv"]),
     "retrieval/scifact/qrels/train.tsv": dict(derivation="scifact_qrels", inputs=[f"{SCIFACT_ZIP}!claims_train.csv"]),
+    "training/mrpc/LICENCE.txt": dict(
+        derivation="html_to_text", inputs=["brmson/dataset-sts@e1d3375f5b3bc24f21aa4e46f96eb379e9fc1081:data/para/msr/LICENCE.html"],
+        options={"encoding": "shift_jis"}),  # the page's own <meta charset>
     **{file: _sts(*spec) for file, spec in STS_SUBSETS.items()},
     **_beir("arguana", "arguana"), **_beir("fiqa", "fiqa"), **_beir("nfcorpus", "nfcorpus"),
     **_beir("scifact", "scifact"), **_beir("touche2020", "webis-touche2020"),
