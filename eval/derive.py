@@ -161,6 +161,38 @@ def html_to_text(page: bytes, encoding: str) -> bytes:
     return ("\n".join(lines).strip() + "\n").encode("utf-8")
 
 
+ARGUMENT_FILE = re.compile(r"(?P<split>[^/]+)/(?P<theme>[^/]+)/(?P<debate>[^/]+)/(?:pro|con)/"
+                           r"(?P<key>(?:pro|con)\d+[ab])-(?:point|counter)\.txt")
+
+
+def arguana_corpus(folder: Folder, splits: list[str]) -> bytes:
+    """ArguAna counterargs files -> BEIR-style corpus jsonl (a rebuild, not BEIR's own corpus).
+
+    id `{split}-{theme}-{initials of the debate's words}-{pro|con}NN{a|b}` and text = the file
+    with newlines turned into spaces, the form BEIR's arguana corpus uses; title = the debate's
+    folder name in words for test documents, empty otherwise. Documents sorted by id within each
+    split, splits in `splits` order; every test document is kept, later ones only if their text
+    is new.
+    """
+    by_split: dict[str, list[dict]] = {s: [] for s in splits}
+    for path in folder:
+        m = ARGUMENT_FILE.fullmatch(path)
+        if not m or m["split"] not in by_split:
+            continue
+        initials = "".join(word[0] for word in m["debate"].split("-") if word)
+        text = folder[path].decode("utf-8").strip().replace("\n", " ")
+        title = m["debate"].replace("-", " ") if m["split"] == "test" else ""
+        by_split[m["split"]].append({"_id": f"{m['split']}-{m['theme']}-{initials}-{m['key']}", "title": title,
+                                     "text": text, "metadata": {}})
+    out, seen = [], set()
+    for split in splits:
+        for doc in sorted(by_split[split], key=lambda d: d["_id"]):
+            if split == "test" or doc["text"] not in seen:
+                seen.add(doc["text"])
+                out.append(json.dumps(doc) + "\n")
+    return "".join(out).encode("utf-8")
+
+
 def _python_strings(text: str) -> list[str]:
     """The string literals of a printed list or numpy array: "['a' 'b']", "['a', 'b']", "['a'\\n 'b']"."""
     tokens = tokenize.generate_tokens(io.StringIO(text).readline)
@@ -208,6 +240,6 @@ def scifact_qrels(claims_csv: bytes) -> bytes:
 
 DERIVATIONS: dict[str, Callable[..., bytes]] = {
     f.__name__: f for f in (copy, gunzip, csv_rows, anserini_topics_to_beir, trec_qrels_to_beir, imdb_jsonl,
-                            labelled_lines, newsgroup_subjects, sts_combined, biosses_pairs, sick_all, html_to_text, scifact_corpus,
+                            labelled_lines, newsgroup_subjects, sts_combined, biosses_pairs, sick_all, html_to_text, arguana_corpus, scifact_corpus,
                             scifact_queries, scifact_qrels)
 }

@@ -74,6 +74,8 @@ RECIPES: dict[str, dict] = {
     "training/mrpc/LICENCE.txt": dict(
         derivation="html_to_text", inputs=["brmson/dataset-sts@e1d3375f5b3bc24f21aa4e46f96eb379e9fc1081:data/para/msr/LICENCE.html"],
         options={"encoding": "shift_jis"}),  # the page's own <meta charset>
+    "retrieval/arguana/corpus_reconstructed.jsonl": dict(
+        derivation="arguana_corpus", inputs=[ARGUANA], options={"splits": ["test", "validation", "training"]}),
     **{file: _sts(*spec) for file, spec in STS_SUBSETS.items()},
     **_beir("arguana", "arguana"), **_beir("fiqa", "fiqa"), **_beir("nfcorpus", "nfcorpus"),
     **_beir("scifact", "scifact"), **_beir("touche2020", "webis-touche2020"),
