@@ -17,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mltp.cli import probe, study
+from mltp.cli import data, probe, study
 from mltp.cli.job import run_one
 from mltp.cli.settings import ROOT, config_name, resolve
 from mltp.model import COMPILE_MODES
@@ -57,7 +57,8 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     e.add_argument("--dtype", choices=["float32", "bfloat16"], help="model weights (default: bfloat16 on GPU, float32 on CPU)")
     e.add_argument("--compile", nargs="?", const="default", choices=COMPILE_MODES, metavar="MODE",
                    help="torch.compile the decoder blocks; MODE: " + ", ".join(COMPILE_MODES) + " (default: default)")
-    e.add_argument("--data-dir", help="benchmark data (default: $MLTP_DATA_DIR or ../shared/data)")
+    e.add_argument("--data-dir", help="benchmark data (default: $MLTP_DATA_DIR, ../shared/data, or where `run.py data` puts it)")
+    e.add_argument("--fetch-data", action="store_true", help="no benchmark data found: fetch it first (as `run.py data`)")
 
 
 
@@ -89,6 +90,7 @@ COMMANDS = {
     "train": (None, run_train),
     "ablation": (add_ablation_args, study.run),
     "probe": (add_probe_args, probe.run),
+    "data": (data.add_data_args, data.run),
 }
 
 

@@ -11,6 +11,7 @@ the repository's archive), and `path!member` a file inside a zip or tar archive.
 
     load() -> [Entry, ...]                  the committed manifest.json
     parse_markdown(text) -> [Row, ...]      MANIFEST.md's main table, one Row per file
+    render_markdown(entries) -> str         that table again, for a data directory made by `run.py data`
 """
 from __future__ import annotations
 
@@ -68,7 +69,10 @@ class Entry:
     licence: str
     family: str = ""
     dataset: str = ""
+    split: str = ""
+    rows: str = ""
     note: str = ""  # the source column of MANIFEST.md, kept for the reader
+    faithful: str = ""
     options: dict = field(default_factory=dict)  # the derivation's keyword arguments
 
     @property
@@ -94,7 +98,7 @@ def parse_markdown(text: str) -> list[Row]:
         if not in_table:
             in_table = len(cells) == len(COLUMNS) and cells[0] == "family" and cells[2] == "file"
             continue
-        if set(cells[0]) <= {"-", ":"}:
+        if all(c and set(c) <= {"-", ":"} for c in cells):  # the |---|---| line
             continue
         if len(cells) != len(COLUMNS):
             raise ValueError(f"MANIFEST.md line {number}: {len(cells)} cells, expected {len(COLUMNS)}")
@@ -106,6 +110,18 @@ def parse_markdown(text: str) -> list[Row]:
     if not rows:
         raise ValueError("MANIFEST.md: no table with the columns " + " | ".join(COLUMNS))
     return rows
+
+
+def render_markdown(entries: list[Entry]) -> str:
+    """A MANIFEST.md for a fetched data directory: the main table, same columns, one row per file."""
+    head = ["# Data manifest", "",
+            "Written by `python run.py data` from this project's eval/manifest.json: every file below was made",
+            "from the public source named in its row and checked against the sha256 and size given here",
+            "(of the uncompressed content for names ending in .gz).", "",
+            "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    body = ["| " + " | ".join([e.family, e.dataset, e.file, e.split, e.rows, str(e.size), e.sha256, e.note, e.licence,
+                               e.faithful]) + " |" for e in sorted(entries, key=lambda e: e.file)]
+    return "\n".join(head + body) + "\n"
 
 
 def to_json(entries: list[Entry]) -> str:

@@ -36,7 +36,7 @@ def entry_for(row) -> Entry:
             raise ValueError(f"recipe for {row.file}: upstream {spec} is not the one MANIFEST.md names")
     return Entry(file=row.file, sha256=row.sha256, size=row.size, derivation=recipe["derivation"],
                  inputs=tuple(recipe["inputs"]), licence=row.licence, family=row.family, dataset=row.dataset,
-                 note=row.source, options=dict(recipe.get("options", {})))
+                 split=row.split, rows=row.rows, note=row.source, faithful=row.faithful, options=dict(recipe.get("options", {})))
 
 
 def build(markdown: str) -> list[Entry]:
