@@ -47,7 +47,7 @@ class LazyFolder(Mapping):
 
 class GitUpstreams:
     def __init__(self, mirrors: Path):
-        self.mirrors = mirrors
+        self.mirrors, self.batch = mirrors, {}
 
     def git_dir(self, repo: str) -> Path:
         base = self.mirrors / repo.replace("/", "+") / "repo"
@@ -69,9 +69,24 @@ class GitUpstreams:
             raise Unavailable(f"{up.repo}: commit {up.commit[:12]} is not in the snapshot") from None
 
     def blob(self, up: Upstream, path: str) -> bytes:
-        data = self.git(up.repo, "show", f"{up.commit}:{path}")
+        data = self.cat_file(up.repo, f"{up.commit}:{path}")
         if data.startswith(LFS_POINTER):
             raise Unavailable(f"{up.repo}:{path} is a Git LFS pointer and the snapshot has no LFS content")
+        return data
+
+    def cat_file(self, repo: str, name: str) -> bytes:
+        """One `git cat-file --batch` per repository: folders hold tens of thousands of files."""
+        if repo not in self.batch:
+            self.batch[repo] = subprocess.Popen(["git", "--git-dir", str(self.git_dir(repo)), "cat-file", "--batch"],
+                                                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        proc = self.batch[repo]
+        proc.stdin.write(name.encode() + b"\n")
+        proc.stdin.flush()
+        header = proc.stdout.readline().split()
+        if len(header) != 3:
+            raise Unavailable(f"{repo}: {name} is not in the snapshot ({b' '.join(header).decode()})")
+        data = proc.stdout.read(int(header[2]))
+        proc.stdout.read(1)  # the newline after each object
         return data
 
     def get(self, up: Upstream):
