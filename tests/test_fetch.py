@@ -270,3 +270,16 @@ def test_main_job_without_data_names_the_command(tmp_path, monkeypatch, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert "python run.py data" in err and "--fetch-data" in err
+
+
+def test_training_sources_without_files_are_named_and_left_out(tmp_path):
+    from mltp.cli.job import sources_present
+    from mltp.data import DEFAULT_SOURCES, SOURCES
+
+    for name in DEFAULT_SOURCES:
+        if name not in ("debian", "wordnet"):
+            for f in SOURCES[name].files:
+                (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+                (tmp_path / f).write_text("")
+    present, absent = sources_present(str(tmp_path))
+    assert absent == ["debian", "wordnet"] and present == [n for n in DEFAULT_SOURCES if n not in absent]
