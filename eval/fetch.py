@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import io
 import os
 import shutil
@@ -141,7 +142,7 @@ def download(url: str, dest: Path, remote: Remote, label: str, stream=sys.stderr
             last_error = FetchError(f"{label}: server error ({url}: HTTP {e.code} {e.reason})")
             if e.code < 500:
                 raise last_error from None
-        except (urllib.error.URLError, OSError, FetchError, ConnectionError) as e:
+        except (urllib.error.URLError, http.client.HTTPException, OSError, FetchError) as e:
             last_error = FetchError(f"{label}: download failed ({url}): {e}")
     raise last_error
 
