@@ -55,3 +55,11 @@ def test_manifest_md_parser_names_the_bad_line():
         parse_markdown(text)
     with pytest.raises(ValueError, match="not an upstream spec"):
         Upstream.parse("owner/repo:path")
+
+
+def test_every_entry_names_a_known_derivation_and_pinned_inputs():
+    from eval.derive import DERIVATIONS
+
+    for e in load():
+        assert e.derivation in DERIVATIONS, e.file
+        assert e.inputs and all(s.startswith("data:") or len(Upstream.parse(s).commit) == 40 for s in e.inputs), e.file
