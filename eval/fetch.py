@@ -51,6 +51,7 @@ class Remote:
     media: str = MEDIA
     archive: str = ARCHIVE
     retries: int = 3  # attempts per download; each one resumes where the last stopped
+    backoff: float = 2.0  # seconds before the second attempt, doubled for each later one
     timeout: float = 60.0
 
 
@@ -114,7 +115,9 @@ def download(url: str, dest: Path, remote: Remote, label: str, stream=sys.stderr
     part = dest.with_name(dest.name + ".part")
     dest.parent.mkdir(parents=True, exist_ok=True)
     last_error = None
-    for _ in range(remote.retries):
+    for attempt in range(remote.retries):
+        if attempt:
+            time.sleep(remote.backoff * 2 ** (attempt - 1))
         have = part.stat().st_size if part.exists() else 0
         request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
         try:
@@ -139,7 +142,8 @@ def download(url: str, dest: Path, remote: Remote, label: str, stream=sys.stderr
                 return dest
             if e.code == 404:
                 raise FetchError(f"{label}: not found upstream ({url}: HTTP 404)") from None
-            last_error = FetchError(f"{label}: server error ({url}: HTTP {e.code} {e.reason})")
+            kind = "server error" if e.code >= 500 else "refused"
+            last_error = FetchError(f"{label}: {kind} ({url}: HTTP {e.code} {e.reason})")
             if e.code < 500:
                 raise last_error from None
         except (urllib.error.URLError, http.client.HTTPException, OSError, FetchError) as e:

@@ -108,7 +108,8 @@ def upstream():
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
-    up.remote = F.Remote(raw=f"{base}/raw", media=f"{base}/media", archive=f"{base}/archive", retries=3, timeout=10)
+    up.remote = F.Remote(raw=f"{base}/raw", media=f"{base}/media", archive=f"{base}/archive", retries=3, backoff=0,
+                           timeout=10)
     yield up
     server.shutdown()
     server.server_close()
