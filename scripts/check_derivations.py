@@ -69,9 +69,12 @@ class GitUpstreams:
             raise Unavailable(f"{up.repo}: commit {up.commit[:12]} is not in the snapshot") from None
 
     def blob(self, up: Upstream, path: str) -> bytes:
-        data = self.cat_file(up.repo, f"{up.commit}:{path}")
+        return self.checked(up, path, self.cat_file(up.repo, f"{up.commit}:{path}"))
+
+    @staticmethod
+    def checked(up: Upstream, name: str, data: bytes) -> bytes:
         if data.startswith(LFS_POINTER):
-            raise Unavailable(f"{up.repo}:{path} is a Git LFS pointer and the snapshot has no LFS content")
+            raise Unavailable(f"{up.repo}: {name} is a Git LFS pointer and the snapshot has no LFS content")
         return data
 
     def cat_file(self, repo: str, name: str) -> bytes:
@@ -92,8 +95,10 @@ class GitUpstreams:
     def get(self, up: Upstream):
         self.has_commit(up)
         if up.path.endswith("/"):
-            names = self.git(up.repo, "ls-tree", "-r", "--name-only", "-z", up.commit, up.path).decode().split("\0")
-            return LazyFolder({n[len(up.path):]: n for n in names if n}, lambda n: self.blob(up, n))
+            # "<mode> blob <sha>\t<path>" per file: blobs are then read by id, not by a path lookup each
+            listing = self.git(up.repo, "ls-tree", "-r", "-z", up.commit, up.path).decode().split("\0")
+            ids = {line.split("\t", 1)[1][len(up.path):]: line.split()[2] for line in listing if line}
+            return LazyFolder(ids, lambda sha: self.checked(up, sha, self.cat_file(up.repo, sha)))
         if "!" in up.path:
             archive, member = up.path.split("!", 1)
             return archive_member(self.blob(up, archive), archive, member)
