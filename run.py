@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mltp.cli import encode, export, intervene, probe, study
+from mltp.cli import data, encode, export, intervene, probe, study
 from mltp.cli.job import run_one
 from mltp.cli.settings import ROOT, config_name, resolve
 from mltp.fast import COMPILE_MODES
@@ -67,7 +67,8 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     e.add_argument("--dtype", choices=["float32", "bfloat16"], help="model weights (default: bfloat16 on GPU, float32 on CPU)")
     e.add_argument("--compile", nargs="?", const="default", choices=COMPILE_MODES, metavar="MODE",
                    help="torch.compile the decoder blocks; MODE: " + ", ".join(COMPILE_MODES) + " (default: default)")
-    e.add_argument("--data-dir", help="benchmark data (default: $MLTP_DATA_DIR or ../shared/data)")
+    e.add_argument("--data-dir", help="benchmark data (default: $MLTP_DATA_DIR, ../shared/data, or where `run.py data` puts it)")
+    e.add_argument("--fetch-data", action="store_true", help="no benchmark data found: fetch it first (as `run.py data`)")
 
 
 
@@ -106,6 +107,7 @@ COMMANDS = {
     "intervene": (add_intervene_args, intervene.run),
     "export": (export.add_export_args, export.run),
     "encode": (encode.add_encode_args, encode.run),
+    "data": (data.add_data_args, data.run),
 }
 
 

@@ -13,7 +13,8 @@ from .tasks import (
     family_averages,
     list_tasks,
     resolve_data_dir,
+    user_data_dir,
 )
 
 __all__ = ["LEFT_OUT", "QUICK", "TASKS", "evaluate", "evaluation_texts", "family_averages", "list_tasks",
-           "resolve_data_dir"]
+           "resolve_data_dir", "user_data_dir"]

@@ -408,19 +408,27 @@ def list_tasks(include_left_out: bool = False) -> dict[str, dict]:
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def user_data_dir() -> Path:
+    """Where `run.py data` puts the data by default: $XDG_CACHE_HOME/mltp/data, else ~/.cache/mltp/data."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mltp" / "data"
+
+
+FETCH_HINT = "python run.py data"  # the command that makes the user data directory from the public sources
+
+
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """data_dir argument, else $MLTP_DATA_DIR, else ../shared/data beside the repo, else ~/.cache/mltp/data."""
+    """data_dir argument, else $MLTP_DATA_DIR, else ../shared/data beside the repo, else the user cache."""
     if data_dir is not None:
         chosen = Path(data_dir)
     elif os.environ.get("MLTP_DATA_DIR"):
         chosen = Path(os.environ["MLTP_DATA_DIR"])
     else:
-        candidates = [REPO_ROOT.parent / "shared" / "data", Path.home() / ".cache" / "mltp" / "data"]
-        chosen = next((c for c in candidates if c.is_dir()), None)
+        candidates = [REPO_ROOT.parent / "shared" / "data", user_data_dir()]
+        chosen = next((c for c in candidates if (c / "MANIFEST.md").is_file()), None)
         if chosen is None:
             raise FileNotFoundError(
-                f"benchmark data not found in {[str(c) for c in candidates]}; pass data_dir= or set "
-                "MLTP_DATA_DIR to the shared/data folder (its MANIFEST.md lists every file and its source)")
+                f"benchmark data not found in {[str(c) for c in candidates]}; fetch it from its public sources "
+                f"with `{FETCH_HINT}` (into {user_data_dir()}), or pass data_dir= or set MLTP_DATA_DIR")
     if not chosen.is_dir():
         raise FileNotFoundError(f"benchmark data folder does not exist: {chosen}")
     return chosen

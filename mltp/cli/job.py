@@ -15,7 +15,7 @@ import torch
 import eval as evaluators
 from mltp.atomic import atomic_write_json
 from mltp.checkpoint import load_model
-from mltp.data import build_mixture_with_dropped, mixture_report
+from mltp.data import DEFAULT_SOURCES, SOURCES, build_mixture_with_dropped, mixture_report
 from mltp.embedder import Embedder, EmbedderConfig
 from mltp.layers import describe_layers
 from mltp.lora import LoRAConfig, apply_lora, merge_lora
@@ -88,11 +88,19 @@ def build_embedder(args, log) -> tuple[Embedder, LoRAConfig | None]:
     return embedder, lora_config
 
 
+def sources_present(data_dir: str) -> tuple[list[str], list[str]]:
+    """The default training sources whose files data_dir holds, and those it lacks: a directory made
+    by `run.py data` has no Debian or WordNet files (MANIFEST.md pins no public source for them)."""
+    present = [n for n in DEFAULT_SOURCES if all((Path(data_dir) / f).exists() for f in SOURCES[n].files)]
+    return present, [n for n in DEFAULT_SOURCES if n not in present]
+
+
 @functools.lru_cache(maxsize=4)
-def training_rows(data_dir: str, seed: int, include_classification: bool):
+def training_rows(data_dir: str, seed: int, include_classification: bool, sources: tuple[str, ...] = DEFAULT_SOURCES):
     """The decontaminated mixture; cached so a sweep builds it once per seed."""
     exclude = evaluators.evaluation_texts(data_dir, tasks="full")
-    return build_mixture_with_dropped(data_dir, seed=seed, exclude_texts=exclude, include_classification=include_classification)
+    return build_mixture_with_dropped(data_dir, sources=sources, seed=seed, exclude_texts=exclude,
+                                      include_classification=include_classification)
 
 
 def run_one(args: argparse.Namespace, run_dir: Path) -> dict:
@@ -108,15 +116,21 @@ def run_one(args: argparse.Namespace, run_dir: Path) -> dict:
     train_summary, mixture = None, None
     if not args.eval_only:
         log("decontaminating the training data against every evaluation text ...")
+        present, absent = sources_present(args.data_dir)
+        if absent:
+            log(f"training sources left out, their files are not in {args.data_dir}: {', '.join(absent)}")
         own = getattr(args, "train_data", None) or []
         replace = own and args.train_data_mode == "replace"
-        rows, dropped = ([], {}) if replace else training_rows(args.data_dir, args.seed, args.include_classification_train)
+        rows, dropped = ([], {}) if replace else training_rows(args.data_dir, args.seed, args.include_classification_train,
+                                                               tuple(present))
         if own:
             rows, dropped, own = join_user_data(rows, dropped, own, args.seed, evaluators.evaluation_texts(args.data_dir, tasks="full"))
         log("training mixture:\n" + mixture_report(rows, dropped))
         mixture = {"rows": len(rows), "dropped": dropped, "include_classification_train": args.include_classification_train}
         if own:
             mixture.update(train_data=own, train_data_mode=args.train_data_mode)
+        if absent:
+            mixture["sources_left_out"] = absent
         cfg = TrainConfig(
             steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr, warmup=args.warmup,
             max_length=args.max_length, seed=args.seed, save_every=max(10, args.steps // 5),

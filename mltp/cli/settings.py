@@ -56,9 +56,15 @@ def resolve(args: argparse.Namespace, log=print) -> argparse.Namespace:
     try:
         args.data_dir = str(evaluators.resolve_data_dir(args.data_dir))
     except (FileNotFoundError, ValueError) as e:
-        fail(str(e))
+        if not getattr(args, "fetch_data", False):
+            fail(f"{e}; or add --fetch-data")
+        args.data_dir = str(args.data_dir or evaluators.user_data_dir())
+    if not (Path(args.data_dir) / "MANIFEST.md").exists() and getattr(args, "fetch_data", False):
+        from mltp.cli.data import fetch_data  # imported here: it imports this module
+        fetch_data(args.data_dir, log=log)
     if not (Path(args.data_dir) / "MANIFEST.md").exists():
-        fail(f"no benchmark data at {args.data_dir} (MANIFEST.md missing): pass --data-dir or set MLTP_DATA_DIR")
+        fail(f"no benchmark data at {args.data_dir} (MANIFEST.md missing): pass --data-dir, set MLTP_DATA_DIR, "
+             f"or fetch it with `python run.py data --to {args.data_dir}`")
     try:
         args.model_dir = str(resolve_model(args.model))
         num_layers = read_config(args.model_dir).num_hidden_layers
