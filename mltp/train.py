@@ -77,6 +77,10 @@ class SettingsMismatch(ValueError):
     """A checkpoint made under other settings than the ones asked."""
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read back."""
+
+
 def text_key(text: str) -> int:
     """A stable 63-bit id of a text (Python's hash() changes per process)."""
     return int.from_bytes(hashlib.blake2b(normalize_text(text).encode(), digest_size=8).digest(), "big") >> 1
@@ -154,7 +158,7 @@ def trainable_parameters(embedder: Embedder) -> list[torch.nn.Parameter]:
 
 
 def save_checkpoint(embedder, lora_config, optimizer, schedule, step: int, run_dir: Path, cfg: TrainConfig,
-                    settings: dict | None = None) -> Path:
+                    settings: dict | None = None, provenance: dict | None = None) -> Path:
     root = run_dir / "checkpoints"
     final = root / f"step-{step:06d}"
     tmp = root / f".step-{step:06d}.tmp"
@@ -165,7 +169,8 @@ def save_checkpoint(embedder, lora_config, optimizer, schedule, step: int, run_d
     except RuntimeError as e:  # torch reports a full disk as "enforce fail at inline_container.cc"
         shutil.rmtree(tmp, ignore_errors=True)
         raise OSError(f"could not write the checkpoint {tmp / 'trainer.pt'} (is the disk full?): {e}") from None
-    atomic_write_json(tmp / "trainer_state.json", {"step": step, "train_config": asdict(cfg), "settings": settings})
+    atomic_write_json(tmp / "trainer_state.json", {"step": step, "train_config": asdict(cfg), "settings": settings,
+                                                    "provenance": provenance})
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     atomic_write_text(root / "latest", final.name + "\n")
@@ -198,7 +203,7 @@ def check_checkpoint_settings(checkpoint: Path, settings: dict | None) -> None:
     try:
         recorded = json.loads(state_file.read_text()).get("settings")
     except (OSError, ValueError) as e:
-        raise SettingsMismatch(f"cannot read {state_file} ({e}): the checkpoint is damaged") from None
+        raise CheckpointError(f"cannot read {state_file} ({e}): the checkpoint is damaged") from None
     if recorded is None:
         return  # made before checkpoints recorded their settings: the run directory's config.json is checked instead
     differ = setting_differences(recorded, settings, "checkpoint")
@@ -214,8 +219,7 @@ def restore(embedder: Embedder, optimizer, schedule, checkpoint: Path, cfg: Trai
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
     except (OSError, RuntimeError, ValueError, KeyError) as e:
-        raise ValueError(f"cannot resume from {checkpoint}: {type(e).__name__}: {e}. Delete the run directory "
-                         "(or pass another --out) to start afresh") from None
+        raise CheckpointError(f"cannot resume from {checkpoint}: {type(e).__name__}: {e}") from None
     if cfg is not None:
         # The optimiser and schedule state carry their own learning rate and weight decay.
         restored = {"lr": sorted({g["initial_lr"] for g in optimizer.param_groups} | set(schedule.base_lrs)),
@@ -236,12 +240,14 @@ def train(
     log: Callable[[str], None] = print,
     stop_after: int | None = None,
     settings: dict | None = None,
+    provenance: dict | None = None,
     on_step: Callable[[int], None] | None = None,
 ) -> dict:
     """Train in place; return the run's training record (over every session, from its history).
 
     `settings`: what identifies the run, stored in each checkpoint; a checkpoint made under other
-    settings is refused. `stop_after` ends early (tests use it to simulate a kill); `on_step(done)`
+    settings is refused. `provenance` (code revision, data hashes) is stored beside them and only
+    reported when it differs: a commit that touches no numbers must not forbid resuming. `stop_after` ends early (tests use it to simulate a kill); `on_step(done)`
     runs after each step (tests raise KeyboardInterrupt from it to simulate Ctrl-C).
     """
     run_dir = Path(run_dir)
@@ -265,6 +271,13 @@ def train(
         if start > cfg.steps:
             raise SettingsMismatch(f"{checkpoint} is at step {start}, past the {cfg.steps} steps asked")
         log(f"resumed from {checkpoint} (step {start}/{cfg.steps})")
+        try:
+            before = json.loads((checkpoint / "trainer_state.json").read_text()).get("provenance") or {}
+        except (OSError, ValueError):
+            before = {}
+        changed = [k for k in (provenance or {}) if k in before and before[k] != provenance[k]]
+        if changed:
+            log(f"note: the checkpoint's {', '.join(changed)} differ from this session's (recorded in its trainer_state.json)")
     history = History(run_dir, resume_at=start)
     embedder.train()
     tokens, t0 = 0, time.perf_counter()
@@ -279,7 +292,8 @@ def train(
                                          tokens, t0, start, last_saved, log)
                 at_boundary = True
                 if done % cfg.save_every == 0 or done == cfg.steps:
-                    last_saved = save_checkpoint(embedder, lora_config, optimizer, schedule, done, run_dir, cfg, settings)
+                    last_saved = save_checkpoint(embedder, lora_config, optimizer, schedule, done, run_dir, cfg, settings,
+                                                 provenance)
                     saved_step = done
                 if on_step is not None:
                     on_step(done)
@@ -288,7 +302,8 @@ def train(
         except KeyboardInterrupt:
             # Only at a step boundary is the state whole; a second Ctrl-C mid-step keeps the last checkpoint.
             if at_boundary and done > saved_step:
-                last_saved = save_checkpoint(embedder, lora_config, optimizer, schedule, done, run_dir, cfg, settings)
+                last_saved = save_checkpoint(embedder, lora_config, optimizer, schedule, done, run_dir, cfg, settings,
+                                                 provenance)
             raise TrainingInterrupted(done if at_boundary else saved_step, cfg.steps, last_saved) from None
     embedder.eval()
     return history.summary()

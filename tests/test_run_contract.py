@@ -112,6 +112,10 @@ def test_an_unfinished_run_is_resumed_only_under_its_settings(tiny, tmp_path, ca
     assert "holds an unfinished run made with other settings (lr: checkpoint 0.0003, asked 0.05;" in err
     err = refused([*base, "--joint-forward"], capsys)
     assert "joint_forward: checkpoint False, asked True" in err
+    trainer = out / "checkpoints" / "step-000002" / "trainer.pt"
+    trainer.write_bytes(trainer.read_bytes()[:100])  # a damaged checkpoint is named, not a traceback
+    err = refused(base, capsys)
+    assert f"cannot resume from {trainer.parent}" in err and "pass another --out or delete" in err
 
 
 def test_a_checkpoint_never_lends_its_optimiser_other_settings(fixtures_dir, tmp_path):
@@ -400,6 +404,7 @@ def test_a_broken_model_directory_is_named_before_any_work(tiny, tmp_path, capsy
     (["--heads", "5"], "pooler widths (--latents, --heads, --head-dim)"),
     (["--device", "gpu"], "--device gpu: not a device"),
     (["--max-length", "1"], "--max-length 1 holds no training text"),
+    (["--max-length", "54"], "--max-length 54 holds no training text: the shortest instruction takes 53 tokens"),
 ])
 def test_bad_flags_are_named_before_any_work(tiny, tmp_path, capsys, argv, message):
     out = tmp_path / "run"

@@ -17,19 +17,21 @@ from pathlib import Path
 import torch
 
 import eval as evaluators
+from mltp import manifest
 from mltp.atomic import atomic_write_json, atomic_write_text, remove_stray_temps
 from mltp.checkpoint import load_model
 from mltp.data import build_mixture_with_dropped, mixture_report
 from mltp.embedder import Embedder, EmbedderConfig
+from mltp.interrupt import TrainingInterrupted
 from mltp.layers import describe_layers
 from mltp.lora import LoRAConfig, apply_lora, merge_lora
 from mltp.model import compile_blocks
-from mltp.interrupt import TrainingInterrupted
 from mltp.pooler_flags import unused_flags
 from mltp.pooling import PoolerConfig, build_pooler, count_parameters
+from mltp.preflight import safetensors_header
 from mltp.strict_json import finite_or_null
 from mltp.tokenizer import load_tokenizer
-from mltp.train import SettingsMismatch, TrainConfig, train
+from mltp.train import CheckpointError, SettingsMismatch, TrainConfig, latest_checkpoint, train
 
 from .identity import differences, run_config as resolved_config, settings_of
 from .settings import ROOT, config_name, fail
@@ -114,6 +116,20 @@ def check_run_dir(run_dir: Path, args: argparse.Namespace) -> None:
         state = {"finished": "a finished run", "checkpoint": "an unfinished run", "started": "a started run"}[label]
         fail(f"{run_dir} holds {state} made with other settings ({'; '.join(differ)}; recorded in {path}). "
              f"To go on with it, give the flags it was made with; to start afresh, pass another --out or delete {run_dir}")
+    checkpoint = latest_checkpoint(run_dir)
+    if checkpoint is not None:  # readable now, not after the model and the data are prepared
+        try:
+            torch.load(checkpoint / "trainer.pt", map_location="cpu", weights_only=True)
+            for weights in checkpoint.glob("*.safetensors"):
+                safetensors_header(weights)
+        except (OSError, RuntimeError, ValueError) as e:
+            fail(f"cannot resume from {checkpoint}: {e}. To start afresh, pass another --out or delete {run_dir}")
+
+
+def data_hashes(args: argparse.Namespace) -> dict[str, str]:
+    """sha256 per data file the run reads, as MANIFEST.md lists it (resolve() checked the files)."""
+    listed = manifest.read_manifest(args.data_dir)
+    return {f: listed[f].sha256 for f in getattr(args, "data_verdicts", None) or {} if f in listed}
 
 
 def resume_command(args: argparse.Namespace) -> str:
@@ -134,7 +150,7 @@ def run_one(args: argparse.Namespace, run_dir: Path) -> dict:
     except KeyboardInterrupt:
         log(f"interrupted; what was done is kept. To resume: {resume_command(args)}")
         sys.exit(130)
-    except SettingsMismatch as e:
+    except (SettingsMismatch, CheckpointError) as e:
         fail(f"{e}. To start afresh, pass another --out or delete {run_dir}")
 
 
@@ -161,7 +177,9 @@ def _run(args: argparse.Namespace, run_dir: Path, log: Tee) -> dict:
         )
         log(f"training: {cfg.steps} steps x {cfg.batch_size} queries, lr {cfg.lr}, max {cfg.max_length} tokens, LoRA r={lora_config.r}, "
             f"{'one joint forward' if cfg.joint_forward else 'separate forwards'} per step")
-        train_summary = train(embedder, rows, cfg, lora_config, run_dir, log=log, settings=settings_of(run_config))
+        provenance = {"code_revision": environment(args.device)["git_revision"], "data_sha256": data_hashes(args)}
+        train_summary = train(embedder, rows, cfg, lora_config, run_dir, log=log, settings=settings_of(run_config),
+                              provenance=provenance)
     embedder.save(run_dir / "final", lora_config)
     if lora_config is not None:
         # Saved first: merging changes the base weights in place. Evaluation then runs the plain

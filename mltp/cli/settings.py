@@ -109,20 +109,26 @@ def resolve(args: argparse.Namespace, log=print) -> argparse.Namespace:
     trains = getattr(args, "command", "train") in ("train", "ablation") and not args.eval_only
     sources = [*DEFAULT_SOURCES, *(CLASSIFICATION_SOURCES if args.include_classification_train else ())] if trains else []
     if trains:
-        check_max_length(args, sources)
+        check_max_length(args, sources, log)
     check_data(args, sources)
     return args
 
 
-def check_max_length(args: argparse.Namespace, sources: list[str]) -> None:
-    # Truncation keeps the instruction and cuts the text (mltp.tokenizer), so the longest
-    # instruction, one token of text and the end-of-text token must fit.
+def check_max_length(args: argparse.Namespace, sources: list[str], log=print) -> None:
+    # Truncation keeps the instruction and cuts the text (mltp.tokenizer): a query must hold its
+    # instruction, one token of text and the end-of-text token. Below that for every source, no
+    # query holds any text: refused. Below it for some sources: said, since their queries are
+    # instruction only (their positives, without instruction, still hold text).
     tokenizer = load_tokenizer(args.model_dir)
     prefixes = [E5_TEMPLATE.format(instruction=SOURCES[name].instruction, text="") for name in sources]
-    need = max(tokenizer.count_tokens(prefixes)) + 2
-    if args.max_length < need:
-        fail(f"--max-length {args.max_length} holds no training text: the longest instruction takes {need - 2} tokens, "
-             f"plus one of text and the end-of-text token; give at least {need}")
+    need = {name: n + 2 for name, n in zip(sources, tokenizer.count_tokens(prefixes))}
+    if args.max_length < min(need.values()):
+        fail(f"--max-length {args.max_length} holds no training text: the shortest instruction takes "
+             f"{min(need.values()) - 2} tokens, plus one of text and the end-of-text token; give at least {min(need.values())}")
+    short = [name for name, n in need.items() if args.max_length < n]
+    if short:
+        log(f"note: at --max-length {args.max_length} the queries of {', '.join(short)} hold their instruction only "
+            f"(at least {max(need.values())} holds text for every source)")
 
 
 def check_data(args: argparse.Namespace, sources: list[str]) -> None:
