@@ -50,9 +50,11 @@ def atomic_write_stem(stem: str | os.PathLike, data: dict, markdown: str) -> Non
 
 
 def remove_stray_temps(directory: str | os.PathLike) -> list[Path]:
-    """Delete what a killed writer left under `directory`: atomic_write's `.NAME.XXXX.tmp` files and
-    the checkpoints' `.step-N.tmp` folders. A kill (unlike an exception) skips the cleanup above."""
-    stray = sorted(p for p in Path(directory).rglob(".*.tmp")) if Path(directory).is_dir() else []
+    """Delete what a killed writer left in `directory` (not below it): atomic_write's
+    `.NAME.XXXX.tmp` files and `.NAME.tmp` folders written whole and then renamed, as checkpoints
+    are. A kill, unlike an exception, skips the cleanup in atomic_write."""
+    directory = Path(directory)
+    stray = sorted(directory.glob(".*.tmp")) if directory.is_dir() else []
     for p in stray:
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)

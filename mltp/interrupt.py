@@ -1,4 +1,4 @@
-"""Ctrl-C during training: finish the step, write a checkpoint, then stop.
+"""Ctrl-C (or a polite kill, SIGTERM) during training: finish the step, write a checkpoint, stop.
 
 An interrupt that lands between `optimizer.step()` and the schedule's step would leave a state
 no checkpoint should hold, so the first Ctrl-C only asks the loop to stop at the next step
@@ -32,14 +32,15 @@ def stop_at_step_boundary(log: Callable[[str], None]):
         yield request
         return
 
-    def on_sigint(signum, frame):
+    def on_signal(signum, frame):
         if request.requested:
             raise KeyboardInterrupt
         request.requested = True
-        log("Ctrl-C: stopping after this step and writing a checkpoint (Ctrl-C again stops at once)")
+        log(f"{signal.Signals(signum).name}: stopping after this step and writing a checkpoint (again: stop at once)")
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield request
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

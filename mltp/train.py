@@ -78,7 +78,7 @@ class SettingsMismatch(ValueError):
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that cannot be read back."""
+    """A checkpoint that cannot be read back, or written."""
 
 
 def text_key(text: str) -> int:
@@ -168,7 +168,7 @@ def save_checkpoint(embedder, lora_config, optimizer, schedule, step: int, run_d
         torch.save({"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "step": step}, tmp / "trainer.pt")
     except RuntimeError as e:  # torch reports a full disk as "enforce fail at inline_container.cc"
         shutil.rmtree(tmp, ignore_errors=True)
-        raise OSError(f"could not write the checkpoint {tmp / 'trainer.pt'} (is the disk full?): {e}") from None
+        raise CheckpointError(f"could not write the checkpoint {tmp / 'trainer.pt'} (is the disk full?): {e}") from None
     atomic_write_json(tmp / "trainer_state.json", {"step": step, "train_config": asdict(cfg), "settings": settings,
                                                     "provenance": provenance})
     shutil.rmtree(final, ignore_errors=True)
@@ -219,7 +219,8 @@ def restore(embedder: Embedder, optimizer, schedule, checkpoint: Path, cfg: Trai
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
     except (OSError, RuntimeError, ValueError, KeyError) as e:
-        raise CheckpointError(f"cannot resume from {checkpoint}: {type(e).__name__}: {e}") from None
+        raise CheckpointError(f"cannot resume from {checkpoint}: {type(e).__name__}: {e}. To start afresh, pass "
+                              "another --out or delete the run directory") from None
     if cfg is not None:
         # The optimiser and schedule state carry their own learning rate and weight decay.
         restored = {"lr": sorted({g["initial_lr"] for g in optimizer.param_groups} | set(schedule.base_lrs)),
@@ -247,8 +248,9 @@ def train(
 
     `settings`: what identifies the run, stored in each checkpoint; a checkpoint made under other
     settings is refused. `provenance` (code revision, data hashes) is stored beside them and only
-    reported when it differs: a commit that touches no numbers must not forbid resuming. `stop_after` ends early (tests use it to simulate a kill); `on_step(done)`
-    runs after each step (tests raise KeyboardInterrupt from it to simulate Ctrl-C).
+    reported when it differs: a commit that touches no numbers must not forbid resuming.
+    `stop_after` ends early (tests use it to simulate a kill); `on_step(done)` runs after each
+    step (tests raise KeyboardInterrupt from it to simulate Ctrl-C).
     """
     run_dir = Path(run_dir)
     params = trainable_parameters(embedder)
@@ -303,7 +305,7 @@ def train(
             # Only at a step boundary is the state whole; a second Ctrl-C mid-step keeps the last checkpoint.
             if at_boundary and done > saved_step:
                 last_saved = save_checkpoint(embedder, lora_config, optimizer, schedule, done, run_dir, cfg, settings,
-                                                 provenance)
+                                             provenance)
             raise TrainingInterrupted(done if at_boundary else saved_step, cfg.steps, last_saved) from None
     embedder.eval()
     return history.summary()

@@ -22,7 +22,7 @@ from mltp.checkpoint import load_model
 from mltp.interrupt import TrainingInterrupted
 from mltp.pooler_flags import unused_flags
 from mltp.strict_json import finite_or_null
-from mltp.train import SettingsMismatch, TrainConfig, train
+from mltp.train import CheckpointError, SettingsMismatch, TrainConfig, train
 
 from test_run import TINY_RUN
 from test_train import CFG, make_embedder, make_rows
@@ -214,21 +214,21 @@ def test_a_kill_at_every_write_leaves_a_run_that_resumes_to_the_same_result(tiny
     assert strict_load(out / "results.json")["train"]["steps_run"] == 3
 
 
-def interrupt_after(monkeypatch, step, real_signal=False):
-    """Ctrl-C once `step` steps are done: raised from the step callback, or sent as a real SIGINT."""
+def interrupt_after(monkeypatch, step, real_signal=None):
+    """Ctrl-C once `step` steps are done: raised from the step callback, or sent as a real signal."""
     real_train = job.train
 
     def on_step(done):
         if done == step:
             if real_signal:
-                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), real_signal)
             else:
                 raise KeyboardInterrupt
 
     monkeypatch.setattr(job, "train", lambda *a, **k: real_train(*a, **k, on_step=on_step))
 
 
-@pytest.mark.parametrize("real_signal", [False, True])
+@pytest.mark.parametrize("real_signal", [None, signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_writes_a_checkpoint_and_prints_the_resume_command(tiny, reference, tmp_path, capsys, monkeypatch,
                                                                    real_signal):
     out = tmp_path / "run"
@@ -256,6 +256,19 @@ def test_train_saves_on_interrupt_at_a_step_boundary(fixtures_dir, tmp_path):
     with pytest.raises(TrainingInterrupted) as info:
         train(emb, make_rows(), TrainConfig(**CFG), lora, tmp_path, log=lambda m: None, on_step=stop)
     assert info.value.step == 3 and info.value.checkpoint.name == "step-000003"
+
+
+def test_a_full_disk_is_named_not_a_torch_internal(fixtures_dir, tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    emb, lora = make_embedder(fixtures_dir)
+
+    def full(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:626] . unexpected pos 128 vs 64")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(CheckpointError, match=r"could not write the checkpoint .*step-000001.tmp/trainer.pt \(is the disk full\?\)"):
+        train(emb, make_rows(), TrainConfig(**{**CFG, "save_every": 1}), lora, tmp_path, log=lambda m: None)
+    assert stray(tmp_path) == []
 
 
 # ---- valid output or an error ------------------------------------------------------------------------

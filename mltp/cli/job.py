@@ -139,7 +139,8 @@ def resume_command(args: argparse.Namespace) -> str:
 def run_one(args: argparse.Namespace, run_dir: Path) -> dict:
     """Train (unless --eval-only) and evaluate one configuration; write run_dir/results.json."""
     check_run_dir(run_dir, args)
-    remove_stray_temps(run_dir)  # what a killed earlier session may have left half written
+    for folder in (run_dir, run_dir / "final", run_dir / "checkpoints"):
+        remove_stray_temps(folder)  # what a killed earlier session may have left half written
     log = Tee(run_dir / "log.txt")
     try:
         return _run(args, run_dir, log)
@@ -150,8 +151,10 @@ def run_one(args: argparse.Namespace, run_dir: Path) -> dict:
     except KeyboardInterrupt:
         log(f"interrupted; what was done is kept. To resume: {resume_command(args)}")
         sys.exit(130)
-    except (SettingsMismatch, CheckpointError) as e:
+    except SettingsMismatch as e:
         fail(f"{e}. To start afresh, pass another --out or delete {run_dir}")
+    except CheckpointError as e:
+        fail(str(e))
 
 
 def _run(args: argparse.Namespace, run_dir: Path, log: Tee) -> dict:
