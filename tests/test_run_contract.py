@@ -293,7 +293,7 @@ def test_a_non_finite_score_is_an_error_naming_the_task(tiny, tmp_path, capsys):
     out = tmp_path / "run"
     err = refused(["--model", str(model), "--pool", "eos", "--eval-only", "--tasks", "BIOSSES", "--suite", "quick",
                    "--device", "cpu", "--out", str(out)], capsys)
-    assert "non-finite main score for task(s) {'BIOSSES': nan}" in err and not (out / "results.json").exists()
+    assert "task BIOSSES: STS inputs contain NaN or inf" in err and not (out / "results.json").exists()
 
 
 def test_a_model_with_integer_weights_is_refused(tiny, tmp_path, capsys):

@@ -192,7 +192,13 @@ def _run(args: argparse.Namespace, run_dir: Path, log: Tee) -> dict:
         log("LoRA adapter merged into the base weights for evaluation")
 
     t_eval = time.perf_counter()
-    results = evaluators.evaluate(embedder, tasks=tasks, data_dir=args.data_dir, log=log, suite=args.suite)
+    results = {}
+    for name in args.tasks.split(",") if args.tasks else list(evaluators.TASKS):
+        # One task at a time, so an evaluator's refusal (NaN embeddings, say) names its task.
+        try:
+            results.update(evaluators.evaluate(embedder, tasks=[name], data_dir=args.data_dir, log=log, suite=args.suite))
+        except ValueError as e:
+            fail(f"task {name}: {e}; {run_dir / 'results.json'} was not written")
     eval_seconds = time.perf_counter() - t_eval
     broken = {name: r["main_score"] for name, r in results.items() if not math.isfinite(r["main_score"])}
     if broken:
