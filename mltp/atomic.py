@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -46,3 +47,17 @@ def atomic_write_stem(stem: str | os.PathLike, data: dict, markdown: str) -> Non
     stem = Path(stem)  # appended to, not with_suffix: "qwen2-0.5b" would lose its ".5b"
     atomic_write_text(stem.with_name(stem.name + ".json"), json.dumps(data, indent=2) + "\n")
     atomic_write_text(stem.with_name(stem.name + ".md"), markdown)
+
+
+def remove_stray_temps(directory: str | os.PathLike) -> list[Path]:
+    """Delete what a killed writer left in `directory` (not below it): atomic_write's
+    `.NAME.XXXX.tmp` files and `.NAME.tmp` folders written whole and then renamed, as checkpoints
+    are. A kill, unlike an exception, skips the cleanup in atomic_write."""
+    directory = Path(directory)
+    stray = sorted(directory.glob(".*.tmp")) if directory.is_dir() else []
+    for p in stray:
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    return stray

@@ -97,6 +97,9 @@ def load_model(
         with safe_open(path, framework="pt", device="cpu") as f:
             for hf_name, ours in names:
                 t = f.get_tensor(hf_name)
+                if not t.dtype.is_floating_point:  # cast to float it would load, and give NaN scores
+                    raise ValueError(f"tensor '{hf_name}' in {path} is {t.dtype}, not floating point: "
+                                     "a model's weights must be float (the checkpoint is damaged or not a model)")
                 if tuple(t.shape) != tuple(expected[ours]):
                     raise ValueError(
                         f"tensor '{hf_name}' in {path.name} has shape {tuple(t.shape)}, "

@@ -49,10 +49,28 @@ def _first(value):
 
 
 def from_hf_config(cfg: dict, source: str = "config.json") -> ModelConfig:
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{source}: expected a JSON object, got {type(cfg).__name__}")
+
     def need(key):
         if key not in cfg:
             raise ValueError(f"{source} lacks required key '{key}'")
         return cfg[key]
+
+    def typed(value, key, kind):
+        # A string such as "six" must name its key and file, not fail inside int().
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) if kind is float else (
+            isinstance(value, int) and not isinstance(value, bool))
+        if not ok:
+            raise ValueError(f"{source}: '{key}' must be {'a number' if kind is float else 'an integer'}, got {value!r}")
+        return kind(value)
+
+    def need_int(key):
+        return typed(need(key), key, int)
+
+    def opt(key, kind, default):
+        value = cfg.get(key)
+        return default if value is None else typed(value, key, kind)
 
     model_type = need("model_type")
     if model_type not in ARCHITECTURES:
@@ -70,10 +88,12 @@ def from_hf_config(cfg: dict, source: str = "config.json") -> ModelConfig:
         raise ValueError(
             f"{source}: rope scaling '{rope_type}' is not supported; only plain RoPE (rope_theta) is implemented"
         )
-    rope_theta = float(rope.get("rope_theta", cfg.get("rope_theta", 10000.0)))
+    rope_theta = typed(rope.get("rope_theta", cfg.get("rope_theta", 10000.0)), "rope_theta", float)
 
-    hidden, heads = int(need("hidden_size")), int(need("num_attention_heads"))
-    head_dim = int(cfg.get("head_dim") or hidden // heads)
+    hidden, heads = need_int("hidden_size"), need_int("num_attention_heads")
+    if heads < 1 or hidden < 1:
+        raise ValueError(f"{source}: hidden_size {hidden} and num_attention_heads {heads} must be positive")
+    head_dim = opt("head_dim", int, 0) or hidden // heads
     arch = ARCHITECTURES[model_type]
     attention_bias = bool(cfg.get("attention_bias", False))
     # Qwen2 stores a `sliding_window` value even when `use_sliding_window` is false: honour the switch.
@@ -82,20 +102,20 @@ def from_hf_config(cfg: dict, source: str = "config.json") -> ModelConfig:
         window = None
 
     return ModelConfig(
-        vocab_size=int(need("vocab_size")),
+        vocab_size=need_int("vocab_size"),
         hidden_size=hidden,
-        intermediate_size=int(need("intermediate_size")),
-        num_hidden_layers=int(need("num_hidden_layers")),
+        intermediate_size=need_int("intermediate_size"),
+        num_hidden_layers=need_int("num_hidden_layers"),
         num_attention_heads=heads,
-        num_key_value_heads=int(cfg.get("num_key_value_heads") or heads),
+        num_key_value_heads=opt("num_key_value_heads", int, 0) or heads,
         head_dim=head_dim,
-        rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
+        rms_norm_eps=opt("rms_norm_eps", float, 1e-6),
         rope_theta=rope_theta,
-        max_position_embeddings=int(cfg.get("max_position_embeddings", 2048)),
+        max_position_embeddings=opt("max_position_embeddings", int, 2048),
         tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
         qkv_bias=attention_bias if arch["qkv_bias"] is None else arch["qkv_bias"],
         o_bias=attention_bias if arch["o_bias"] is None else arch["o_bias"],
-        sliding_window=int(window) if window else None,
+        sliding_window=typed(window, "sliding_window", int) if window else None,
         bos_token_id=_first(cfg.get("bos_token_id")),
         eos_token_id=_first(cfg.get("eos_token_id")),
         pad_token_id=_first(cfg.get("pad_token_id")),
@@ -107,4 +127,8 @@ def read_config(directory: str | Path) -> ModelConfig:
     path = Path(directory) / "config.json"
     if not path.exists():
         raise FileNotFoundError(f"no config.json in {directory}: not a Hugging Face checkpoint directory")
-    return from_hf_config(json.loads(path.read_text()), source=str(path))
+    try:
+        cfg = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e})") from None
+    return from_hf_config(cfg, source=str(path))

@@ -17,15 +17,19 @@ projections, the pooler fully trainable, bf16. What differs here, and why:
   tokens). Dropout masks are drawn for the joint batch, so the two modes train on different
   (equally valid) dropout noise, like two seeds.
 
-Checkpoints: `<run>/checkpoints/step-NNNNNN/` holds the adapter (PEFT layout), the pooler and
-`trainer.pt` (optimiser + schedule state); it is written under a temporary name and renamed, and
-`<run>/checkpoints/latest` (written atomically) names the newest complete one.
+Checkpoints: `<run>/checkpoints/step-NNNNNN/` holds the adapter (PEFT layout), the pooler,
+`trainer.pt` (optimiser + schedule state) and `trainer_state.json` (the step and the run's
+settings); it is written under a temporary name and renamed, and `<run>/checkpoints/latest`
+(written atomically) names the newest complete one. A checkpoint resumes only under the settings
+it was made with, and its optimiser must agree with the asked learning rate and weight decay:
+a restored state never silently overrides a flag. Ctrl-C finishes the step, writes a checkpoint
+and stops (mltp.interrupt); every step is appended to train_history.jsonl as it ends
+(mltp.history).
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import random
 import shutil
 import time
@@ -39,6 +43,8 @@ from safetensors.torch import load_file
 from .atomic import atomic_write_json, atomic_write_text
 from .data import Pair, is_symmetric, normalize_text, row_instruction
 from .embedder import Embedder
+from .history import History
+from .interrupt import TrainingInterrupted, stop_at_step_boundary
 from .lora import LoRAConfig, load_adapter, lora_parameters
 from .loss import info_nce
 from .pooling import WEIGHTS_FILE
@@ -68,6 +74,14 @@ class TrainConfig:
 
 class NonFiniteLossError(RuntimeError):
     pass
+
+
+class SettingsMismatch(ValueError):
+    """A checkpoint made under other settings than the ones asked."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read back, or written."""
 
 
 def text_key(text: str) -> int:
@@ -146,14 +160,20 @@ def trainable_parameters(embedder: Embedder) -> list[torch.nn.Parameter]:
     return lora_parameters(embedder.model) + [p for p in embedder.pooler.parameters() if p.requires_grad]
 
 
-def save_checkpoint(embedder, lora_config, optimizer, schedule, step: int, run_dir: Path, cfg: TrainConfig) -> Path:
+def save_checkpoint(embedder, lora_config, optimizer, schedule, step: int, run_dir: Path, cfg: TrainConfig,
+                    settings: dict | None = None, provenance: dict | None = None) -> Path:
     root = run_dir / "checkpoints"
     final = root / f"step-{step:06d}"
     tmp = root / f".step-{step:06d}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     embedder.save(tmp, lora_config)
-    torch.save({"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "step": step}, tmp / "trainer.pt")
-    atomic_write_json(tmp / "trainer_state.json", {"step": step, "train_config": asdict(cfg)})
+    try:
+        torch.save({"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "step": step}, tmp / "trainer.pt")
+    except RuntimeError as e:  # torch reports a full disk as "enforce fail at inline_container.cc"
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(f"could not write the checkpoint {tmp / 'trainer.pt'} (is the disk full?): {e}") from None
+    atomic_write_json(tmp / "trainer_state.json", {"step": step, "train_config": asdict(cfg), "settings": settings,
+                                                    "provenance": provenance})
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     atomic_write_text(root / "latest", final.name + "\n")
@@ -171,12 +191,47 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return path if (path / "trainer.pt").exists() else None
 
 
-def restore(embedder: Embedder, optimizer, schedule, checkpoint: Path) -> int:
-    load_adapter(embedder.model, checkpoint)
-    embedder.pooler.load_state_dict(load_file(str(checkpoint / WEIGHTS_FILE)), strict=True)
-    state = torch.load(checkpoint / "trainer.pt", map_location="cpu", weights_only=True)
-    optimizer.load_state_dict(state["optimizer"])
-    schedule.load_state_dict(state["schedule"])
+def setting_differences(recorded: dict, asked: dict, recorded_as: str) -> list[str]:
+    """'name: <recorded_as> X, asked Y' for every setting on which the two disagree (a setting
+    missing on one side counts as None, never as a match)."""
+    asked = json.loads(json.dumps(asked))  # compare as stored: tuples are lists in JSON
+    return [f"{k}: {recorded_as} {recorded.get(k)!r}, asked {asked.get(k)!r}"
+            for k in dict.fromkeys([*recorded, *asked]) if recorded.get(k) != asked.get(k)]
+
+
+def check_checkpoint_settings(checkpoint: Path, settings: dict | None) -> None:
+    if settings is None:
+        return
+    state_file = checkpoint / "trainer_state.json"
+    try:
+        recorded = json.loads(state_file.read_text()).get("settings")
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read {state_file} ({e}): the checkpoint is damaged") from None
+    if recorded is None:
+        return  # made before checkpoints recorded their settings: the run directory's config.json is checked instead
+    differ = setting_differences(recorded, settings, "checkpoint")
+    if differ:
+        raise SettingsMismatch(f"{checkpoint} was made with other settings ({'; '.join(differ)})")
+
+
+def restore(embedder: Embedder, optimizer, schedule, checkpoint: Path, cfg: TrainConfig | None = None) -> int:
+    try:
+        load_adapter(embedder.model, checkpoint)
+        embedder.pooler.load_state_dict(load_file(str(checkpoint / WEIGHTS_FILE)), strict=True)
+        state = torch.load(checkpoint / "trainer.pt", map_location="cpu", weights_only=True)
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+    except (OSError, RuntimeError, ValueError, KeyError) as e:
+        raise CheckpointError(f"cannot resume from {checkpoint}: {type(e).__name__}: {e}. To start afresh, pass "
+                              "another --out or delete the run directory") from None
+    if cfg is not None:
+        # The optimiser and schedule state carry their own learning rate and weight decay.
+        restored = {"lr": sorted({g["initial_lr"] for g in optimizer.param_groups} | set(schedule.base_lrs)),
+                    "weight_decay": sorted({g["weight_decay"] for g in optimizer.param_groups} - {0.0})}
+        table_lr = {cfg.lr * cfg.layer_table_lr_mult} if len(optimizer.param_groups) > 2 else set()  # the layer table's group
+        asked = {"lr": sorted({cfg.lr} | table_lr), "weight_decay": [cfg.weight_decay] if cfg.weight_decay else []}
+        if restored != asked:
+            raise SettingsMismatch(f"{checkpoint}: its optimiser state was made with {restored}, asked {asked}")
     return int(state["step"])
 
 
@@ -200,8 +255,18 @@ def train(
     *,
     log: Callable[[str], None] = print,
     stop_after: int | None = None,
+    settings: dict | None = None,
+    provenance: dict | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> dict:
-    """Train in place; return a summary. `stop_after` ends early (tests use it to simulate a kill)."""
+    """Train in place; return the run's training record (over every session, from its history).
+
+    `settings`: what identifies the run, stored in each checkpoint; a checkpoint made under other
+    settings is refused. `provenance` (code revision, data hashes) is stored beside them and only
+    reported when it differs: a commit that touches no numbers must not forbid resuming.
+    `stop_after` ends early (tests use it to simulate a kill); `on_step(done)` runs after each
+    step (tests raise KeyboardInterrupt from it to simulate Ctrl-C).
+    """
     run_dir = Path(run_dir)
     params = trainable_parameters(embedder)
     if not params:
@@ -223,55 +288,81 @@ def train(
     start = 0
     checkpoint = latest_checkpoint(run_dir)
     if checkpoint is not None:
-        start = restore(embedder, optimizer, schedule, checkpoint)
+        check_checkpoint_settings(checkpoint, settings)
+        start = restore(embedder, optimizer, schedule, checkpoint, cfg)
+        if start > cfg.steps:
+            raise SettingsMismatch(f"{checkpoint} is at step {start}, past the {cfg.steps} steps asked")
         log(f"resumed from {checkpoint} (step {start}/{cfg.steps})")
+        try:
+            before = json.loads((checkpoint / "trainer_state.json").read_text()).get("provenance") or {}
+        except (OSError, ValueError):
+            before = {}
+        changed = [k for k in (provenance or {}) if k in before and before[k] != provenance[k]]
+        if changed:
+            log(f"note: the checkpoint's {', '.join(changed)} differ from this session's (recorded in its trainer_state.json)")
+    history = History(run_dir, resume_at=start)
     embedder.train()
-    history, tokens, t0 = [], 0, time.perf_counter()
-    last_saved = checkpoint
-    for step in range(start, cfg.steps):
-        if stop_after is not None and step >= stop_after:
-            break
-        torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout masks depend on (seed, step) only
-        optimizer.zero_grad(set_to_none=True)
-        step_loss = 0.0
-        for micro in range(cfg.grad_accum):
-            batch = [rows[i] for i in plan[step * cfg.grad_accum + micro]]
-            loss, n_tokens = batch_loss(embedder, batch, cfg)
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"loss is {loss.item()} at step {step + 1}: stopping. The last good checkpoint is "
-                    f"{last_saved or 'none (no checkpoint was written yet)'}; lower --lr or check the data"
-                )
-            (loss / cfg.grad_accum).backward()
-            step_loss += loss.item() / cfg.grad_accum
-            tokens += n_tokens
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-        optimizer.step()
-        schedule.step()
-        history.append({"step": step + 1, "loss": step_loss, "lr": schedule.get_last_lr()[0], "grad_norm": float(grad_norm)})
-        done = step + 1
-        if done % cfg.log_every == 0 or done == cfg.steps:
-            elapsed = time.perf_counter() - t0
-            rate = tokens / max(elapsed, 1e-9)
-            eta = (cfg.steps - done) * elapsed / max(done - start, 1)
-            recent = history[-cfg.log_every:]
-            log(
-                f"step {done:>5}/{cfg.steps}  loss {sum(h['loss'] for h in recent) / len(recent):.4f}  "
-                f"lr {history[-1]['lr']:.2e}  {rate:,.0f} tok/s  eta {eta / 60:.1f} min"
-            )
-        if done % cfg.save_every == 0 or done == cfg.steps:
-            last_saved = save_checkpoint(embedder, lora_config, optimizer, schedule, done, run_dir, cfg)
+    tokens, t0 = 0, time.perf_counter()
+    last_saved, saved_step, done, at_boundary = checkpoint, start, start, True
+    with stop_at_step_boundary(log) as stop:
+        try:
+            for step in range(start, cfg.steps):
+                if stop_after is not None and step >= stop_after:
+                    break
+                at_boundary = False
+                tokens, done = _one_step(embedder, rows, plan, cfg, optimizer, schedule, params, history, step,
+                                         tokens, t0, start, last_saved, log)
+                at_boundary = True
+                if done % cfg.save_every == 0 or done == cfg.steps:
+                    last_saved = save_checkpoint(embedder, lora_config, optimizer, schedule, done, run_dir, cfg, settings,
+                                                 provenance)
+                    saved_step = done
+                if on_step is not None:
+                    on_step(done)
+                if stop.requested:
+                    raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            # Only at a step boundary is the state whole; a second Ctrl-C mid-step keeps the last checkpoint.
+            if at_boundary and done > saved_step:
+                last_saved = save_checkpoint(embedder, lora_config, optimizer, schedule, done, run_dir, cfg, settings,
+                                             provenance)
+            raise TrainingInterrupted(done if at_boundary else saved_step, cfg.steps, last_saved) from None
     embedder.eval()
-    elapsed = time.perf_counter() - t0
-    with open(run_dir / "train_history.jsonl", "a") as f:  # appended per (resumed) session
-        for h in history:
-            f.write(json.dumps(h) + "\n")
-    return {
-        "layer_table": layer_table_movement(table_start, table),
-        "steps_run": len(history),
-        "first_step": start + 1,
-        "final_loss": history[-1]["loss"] if history else math.nan,
-        "seconds": elapsed,
-        "tokens": tokens,
-        "tokens_per_second": tokens / max(elapsed, 1e-9),
-    }
+    return {"layer_table": layer_table_movement(table_start, table), **history.summary()}
+
+
+def _one_step(embedder, rows, plan, cfg, optimizer, schedule, params, history, step, tokens, t0, start, last_saved,
+              log) -> tuple[int, int]:
+    """One optimiser step, appended to the history; returns (tokens so far, steps done)."""
+    t_step, step_tokens = time.perf_counter(), 0
+    torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout masks depend on (seed, step) only
+    optimizer.zero_grad(set_to_none=True)
+    step_loss = 0.0
+    for micro in range(cfg.grad_accum):
+        batch = [rows[i] for i in plan[step * cfg.grad_accum + micro]]
+        loss, n_tokens = batch_loss(embedder, batch, cfg)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"loss is {loss.item()} at step {step + 1}: stopping. The last good checkpoint is "
+                f"{last_saved or 'none (no checkpoint was written yet)'}; lower --lr or check the data"
+            )
+        (loss / cfg.grad_accum).backward()
+        step_loss += loss.item() / cfg.grad_accum
+        step_tokens += n_tokens
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+    optimizer.step()
+    schedule.step()
+    tokens += step_tokens
+    history.append({"step": step + 1, "loss": step_loss, "lr": schedule.get_last_lr()[0], "grad_norm": float(grad_norm),
+                    "tokens": step_tokens, "seconds": time.perf_counter() - t_step})
+    done = step + 1
+    if done % cfg.log_every == 0 or done == cfg.steps:
+        elapsed = time.perf_counter() - t0
+        rate = tokens / max(elapsed, 1e-9)
+        eta = (cfg.steps - done) * elapsed / max(done - start, 1)
+        recent = history.rows[-cfg.log_every:]
+        log(
+            f"step {done:>5}/{cfg.steps}  loss {sum(h['loss'] for h in recent) / len(recent):.4f}  "
+            f"lr {recent[-1]['lr']:.2e}  {rate:,.0f} tok/s  eta {eta / 60:.1f} min"
+        )
+    return tokens, done

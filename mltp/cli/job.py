@@ -3,9 +3,13 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
+import math
 import os
 import platform
+import shlex
 import subprocess
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -13,19 +17,25 @@ from pathlib import Path
 import torch
 
 import eval as evaluators
-from mltp.atomic import atomic_write_json
+from mltp import manifest
+from mltp.atomic import atomic_write_json, atomic_write_text, remove_stray_temps
 from mltp.checkpoint import load_model
 from mltp.data import DEFAULT_SOURCES, SOURCES, build_mixture_with_dropped, mixture_report
 from mltp.embedder import Embedder, EmbedderConfig
+from mltp.interrupt import TrainingInterrupted
 from mltp.layers import describe_layers
 from mltp.lora import LoRAConfig, apply_lora, merge_lora
 from mltp.fast import compile_blocks
+from mltp.pooler_flags import unused_flags
 from mltp.pooling import PER_BLOCK_KINDS, PoolerConfig, build_pooler, count_parameters
+from mltp.preflight import safetensors_header
+from mltp.strict_json import finite_or_null
 from mltp.tokenizer import load_tokenizer
-from mltp.train import TrainConfig, train
+from mltp.train import CheckpointError, SettingsMismatch, TrainConfig, latest_checkpoint, train
 from mltp.userdata import join_user_data
 
-from .settings import ROOT, config_name
+from .identity import differences, run_config as resolved_config, settings_of
+from .settings import ROOT, config_name, fail
 
 class Tee:
     """print() to the terminal and to the run's log file."""
@@ -96,35 +106,90 @@ def sources_present(data_dir: str) -> tuple[list[str], list[str]]:
 
 
 @functools.lru_cache(maxsize=4)
-def training_rows(data_dir: str, seed: int, include_classification: bool, sources: tuple[str, ...] = DEFAULT_SOURCES):
-    """The decontaminated mixture; cached so a sweep builds it once per seed."""
-    exclude = evaluators.evaluation_texts(data_dir, tasks="full")
+def training_rows(data_dir: str, seed: int, include_classification: bool, tasks: tuple[str, ...],
+                  sources: tuple[str, ...] = DEFAULT_SOURCES):
+    """The mixture decontaminated against every text of the tasks the run evaluates (a suite: all
+    of them, in full); cached so a sweep builds it once per seed."""
+    exclude = evaluators.evaluation_texts(data_dir, tasks=list(tasks))
     return build_mixture_with_dropped(data_dir, sources=sources, seed=seed, exclude_texts=exclude,
                                       include_classification=include_classification)
 
 
+def check_run_dir(run_dir: Path, args: argparse.Namespace) -> None:
+    """Refuse, before any work, a run directory made under other settings (finished or not)."""
+    try:
+        found = differences(run_dir, args)
+    except ValueError as e:
+        fail(str(e))
+    if found and found[2]:
+        label, path, differ = found
+        state = {"finished": "a finished run", "checkpoint": "an unfinished run", "started": "a started run"}[label]
+        fail(f"{run_dir} holds {state} made with other settings ({'; '.join(differ)}; recorded in {path}). "
+             f"To go on with it, give the flags it was made with; to start afresh, pass another --out or delete {run_dir}")
+    checkpoint = latest_checkpoint(run_dir)
+    if checkpoint is not None:  # readable now, not after the model and the data are prepared
+        try:
+            torch.load(checkpoint / "trainer.pt", map_location="cpu", weights_only=True)
+            for weights in checkpoint.glob("*.safetensors"):
+                safetensors_header(weights)
+        except (OSError, RuntimeError, ValueError) as e:
+            fail(f"cannot resume from {checkpoint}: {e}. To start afresh, pass another --out or delete {run_dir}")
+
+
+def data_hashes(args: argparse.Namespace) -> dict[str, str]:
+    """sha256 per data file the run reads, as MANIFEST.md lists it (resolve() checked the files)."""
+    listed = manifest.read_manifest(args.data_dir)
+    return {f: listed[f].sha256 for f in getattr(args, "data_verdicts", None) or {} if f in listed}
+
+
+def resume_command(args: argparse.Namespace) -> str:
+    return "python run.py " + shlex.join(args.argv)
+
+
 def run_one(args: argparse.Namespace, run_dir: Path) -> dict:
     """Train (unless --eval-only) and evaluate one configuration; write run_dir/results.json."""
+    check_run_dir(run_dir, args)
+    for folder in (run_dir, run_dir / "final", run_dir / "checkpoints"):
+        remove_stray_temps(folder)  # what a killed earlier session may have left half written
     log = Tee(run_dir / "log.txt")
+    try:
+        return _run(args, run_dir, log)
+    except TrainingInterrupted as e:
+        log(f"interrupted after step {e.step} of {e.steps}; checkpoint {e.checkpoint or 'none yet'}. "
+            f"To resume: {resume_command(args)}")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        log(f"interrupted; what was done is kept. To resume: {resume_command(args)}")
+        sys.exit(130)
+    except SettingsMismatch as e:
+        fail(f"{e}. To start afresh, pass another --out or delete {run_dir}")
+    except CheckpointError as e:
+        fail(str(e))
+
+
+def _run(args: argparse.Namespace, run_dir: Path, log: Tee) -> dict:
     t0 = time.perf_counter()
-    log(f"run {run_dir} ({datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC), command: python run.py {' '.join(args.argv)}")
+    log(f"run {run_dir} ({datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC), command: {resume_command(args)}")
     torch.manual_seed(args.seed)
     embedder, lora_config = build_embedder(args, log)
-    run_config = {k: v for k, v in vars(args).items() if k not in ("command", "argv")}
+    run_config = resolved_config(args)
     atomic_write_json(run_dir / "config.json", run_config)
+    tasks = args.tasks.split(",") if args.tasks else args.suite
 
     train_summary, mixture = None, None
     if not args.eval_only:
-        log("decontaminating the training data against every evaluation text ...")
+        evaluated = tuple(tasks) if args.tasks else tuple(evaluators.TASKS)
+        log(f"decontaminating the training data against every text of the {len(evaluated)} evaluated task(s) ...")
         present, absent = sources_present(args.data_dir)
         if absent:
             log(f"training sources left out, their files are not in {args.data_dir}: {', '.join(absent)}")
         own = getattr(args, "train_data", None) or []
         replace = own and args.train_data_mode == "replace"
         rows, dropped = ([], {}) if replace else training_rows(args.data_dir, args.seed, args.include_classification_train,
-                                                               tuple(present))
+                                                               evaluated, tuple(present))
         if own:
-            rows, dropped, own = join_user_data(rows, dropped, own, args.seed, evaluators.evaluation_texts(args.data_dir, tasks="full"))
+            rows, dropped, own = join_user_data(rows, dropped, own, args.seed,
+                                                evaluators.evaluation_texts(args.data_dir, tasks=list(evaluated)))
         log("training mixture:\n" + mixture_report(rows, dropped))
         mixture = {"rows": len(rows), "dropped": dropped, "include_classification_train": args.include_classification_train}
         if own:
@@ -139,7 +204,9 @@ def run_one(args: argparse.Namespace, run_dir: Path) -> dict:
         )
         log(f"training: {cfg.steps} steps x {cfg.batch_size} queries, lr {cfg.lr}, max {cfg.max_length} tokens, LoRA r={lora_config.r}, "
             f"{'one joint forward' if cfg.joint_forward else 'separate forwards'} per step")
-        train_summary = train(embedder, rows, cfg, lora_config, run_dir, log=log)
+        provenance = {"code_revision": environment(args.device)["git_revision"], "data_sha256": data_hashes(args)}
+        train_summary = train(embedder, rows, cfg, lora_config, run_dir, log=log, settings=settings_of(run_config),
+                              provenance=provenance)
     embedder.save(run_dir / "final", lora_config)
     if lora_config is not None:
         # Saved first: merging changes the base weights in place. Evaluation then runs the plain
@@ -148,17 +215,32 @@ def run_one(args: argparse.Namespace, run_dir: Path) -> dict:
         merge_lora(embedder.model)
         log("LoRA adapter merged into the base weights for evaluation")
 
-    tasks = args.tasks.split(",") if args.tasks else args.suite
     t_eval = time.perf_counter()
-    results = evaluators.evaluate(embedder, tasks=tasks, data_dir=args.data_dir, log=log, suite=args.suite)
+    results = {}
+    for name in args.tasks.split(",") if args.tasks else list(evaluators.TASKS):
+        # One task at a time, so an evaluator's refusal (NaN embeddings, say) names its task.
+        try:
+            results.update(evaluators.evaluate(embedder, tasks=[name], data_dir=args.data_dir, log=log, suite=args.suite))
+        except ValueError as e:
+            fail(f"task {name}: {e}; {run_dir / 'results.json'} was not written")
     eval_seconds = time.perf_counter() - t_eval
+    broken = {name: r["main_score"] for name, r in results.items() if not math.isfinite(r["main_score"])}
+    if broken:
+        fail(f"non-finite main score for task(s) {broken}: the model's embeddings hold NaN or infinity "
+             f"(check the model's weights and --dtype); {run_dir / 'results.json'} was not written")
     record = {
-        "name": config_name(args), "command": f"python run.py {' '.join(args.argv)}", "config": run_config, "suite": args.suite + (f" ({args.tasks})" if args.tasks else ""),
+        "name": config_name(args), "command": f"python run.py {' '.join(args.argv)}", "config": run_config,
+        "unused_settings": list(unused_flags(args.pool)),  # recorded in config, yet they shape nothing for this pooler
+        "suite": args.suite + (f" ({args.tasks})" if args.tasks else ""),
         "family_averages": evaluators.family_averages(results), "tasks": results,
         "train": train_summary, "mixture": mixture, "environment": environment(args.device),
+        "data": getattr(args, "data_verdicts", None),
         "seconds": {"total": time.perf_counter() - t0, "eval": eval_seconds},
     }
-    atomic_write_json(run_dir / "results.json", record)
+    record, nulls = finite_or_null(record)
+    if nulls:
+        record["null_because_not_finite"] = nulls
+    atomic_write_text(run_dir / "results.json", json.dumps(record, indent=2, allow_nan=False) + "\n")
     log(results_table(record))
     log(f"wrote {run_dir / 'results.json'} ({record['seconds']['total'] / 60:.1f} min)")
     return record

@@ -2,16 +2,23 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
 import torch
 
 import eval as evaluators
+from eval.files import task_files
+from mltp import manifest
 from mltp.checkpoint import resolve_model
-from mltp.config import read_config
+from mltp.embedder import E5_TEMPLATE
 from mltp.layers import parse_layers
-from mltp.pooling import PER_BLOCK_KINDS, SINGLE_BLOCK_KINDS
+from mltp.pooler_flags import unused_flags
+from mltp.pooling import PER_BLOCK_KINDS, SINGLE_BLOCK_KINDS, PoolerConfig
+from mltp.preflight import check_model_dir
+from mltp.sources import CLASSIFICATION_SOURCES, DEFAULT_SOURCES, SOURCES
+from mltp.tokenizer import load_tokenizer
 from mltp.userdata import check_files
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +42,10 @@ def fail(message: str) -> None:
 
 def resolve(args: argparse.Namespace, log=print) -> argparse.Namespace:
     """Fill hardware defaults and check every input before any work starts."""
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError:
+        fail(f"--device {args.device}: not a device; use cpu, cuda or cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
         fail(f"--device {args.device}: CUDA is not available on this machine")
     budget = BUDGETS["cuda" if device.type == "cuda" else "cpu"]
@@ -65,28 +75,29 @@ def resolve(args: argparse.Namespace, log=print) -> argparse.Namespace:
     if not (Path(args.data_dir) / "MANIFEST.md").exists():
         fail(f"no benchmark data at {args.data_dir} (MANIFEST.md missing): pass --data-dir, set MLTP_DATA_DIR, "
              f"or fetch it with `python run.py data --to {args.data_dir}`")
-    try:
-        args.model_dir = str(resolve_model(args.model))
-        num_layers = read_config(args.model_dir).num_hidden_layers
-        args.layer_ids = list(parse_layers(args.layers, num_layers))
-    except (FileNotFoundError, ValueError) as e:
-        fail(str(e))
-    args.num_layers = num_layers
-    causal = args.attn == "causal"
-    args.layer_token = args.layer_token or ("eos" if causal else "mean")
-    args.tokens = args.tokens or ("eos" if causal else "all")
+    for key in ("steps", "batch_size", "max_length", "lora_r", "grad_accum", "latents", "heads", "head_dim"):
+        if getattr(args, key) is not None and getattr(args, key) < 1:
+            fail(f"--{key.replace('_', '-')} must be >= 1")
+    for key in ("lr", "lora_alpha"):
+        if not (math.isfinite(getattr(args, key)) and getattr(args, key) > 0):
+            fail(f"--{key.replace('_', '-')} must be a positive number, got {getattr(args, key)}")
     if args.no_layer_weights and args.pool != "mltp":
         fail(f"--no-layer-weights applies to --pool mltp only (got --pool {args.pool})")
     has_table = {"layer_weight_std": ("mltp",), "layer_weight_lr_mult": ("mltp", "scalar-mix")}
     for flag, kinds in has_table.items():
         value = getattr(args, flag, 1.0)
-        if not value > 0:
-            fail(f"--{flag.replace('_', '-')} must be > 0, got {value}")
+        if not (math.isfinite(value) and value > 0):
+            fail(f"--{flag.replace('_', '-')} must be a positive number, got {value}")
         if value != 1.0 and (args.pool not in kinds or args.no_layer_weights):
             fail(f"--{flag.replace('_', '-')} applies to --pool {' or '.join(kinds)} with its layer table only")
-    args.block = getattr(args, "block", None)
-    if args.block is not None and (args.pool not in SINGLE_BLOCK_KINDS or not 1 <= args.block <= num_layers):
-        fail(f"--block {args.block}: a block 1..{num_layers}, for --pool {', '.join(SINGLE_BLOCK_KINDS)} only")
+    if getattr(args, "command", "train") == "train":
+        # Given by hand, a flag the pooler ignores is a mistake; left at its default, the
+        # run records it as unused (results.json "unused_settings").
+        given = {a.split("=")[0] for a in getattr(args, "argv", [])}
+        ignored = [f"--{flag.replace('_', '-')}" for flag in unused_flags(args.pool) if f"--{flag.replace('_', '-')}" in given]
+        if ignored:
+            fail(f"{', '.join(ignored)} {'does' if len(ignored) == 1 else 'do'} not apply to --pool {args.pool}: "
+                 f"drop {'it' if len(ignored) == 1 else 'them'}")
     if args.tasks:
         known = evaluators.list_tasks()
         unknown = [t for t in args.tasks.split(",") if t not in known]
@@ -97,10 +108,63 @@ def resolve(args: argparse.Namespace, log=print) -> argparse.Namespace:
             args.train_data = check_files(args.train_data)
         except (FileNotFoundError, ValueError) as e:
             fail(str(e))
-    for key in ("steps", "batch_size", "max_length", "lora_r", "grad_accum"):
-        if getattr(args, key) is not None and getattr(args, key) < 1:
-            fail(f"--{key.replace('_', '-')} must be >= 1")
+
+    try:
+        args.model_dir = str(resolve_model(args.model))
+        config = check_model_dir(args.model_dir)
+        args.layer_ids = list(parse_layers(args.layers, config.num_hidden_layers))
+    except (FileNotFoundError, ValueError) as e:
+        fail(str(e))
+    args.num_layers = num_layers = config.num_hidden_layers
+    causal = args.attn == "causal"
+    args.layer_token = args.layer_token or ("eos" if causal else "mean")
+    args.tokens = args.tokens or ("eos" if causal else "all")
+    args.block = getattr(args, "block", None)
+    if args.block is not None and (args.pool not in SINGLE_BLOCK_KINDS or not 1 <= args.block <= num_layers):
+        fail(f"--block {args.block}: a block 1..{num_layers}, for --pool {', '.join(SINGLE_BLOCK_KINDS)} only")
+    try:
+        PoolerConfig(kind=args.pool, hidden_size=config.hidden_size, num_layers=config.num_hidden_layers,
+                     layers=args.layers, layer_token=args.layer_token, layer_weights=not args.no_layer_weights,
+                     tokens=args.tokens, num_latents=args.latents, num_heads=args.heads, head_dim=args.head_dim,
+                     layer_weight_std=getattr(args, "layer_weight_std", 1.0), block=args.block)
+    except ValueError as e:
+        fail(f"pooler widths (--latents, --heads, --head-dim): {e}")
+    trains = getattr(args, "command", "train") in ("train", "ablation") and not args.eval_only
+    sources = [*DEFAULT_SOURCES, *(CLASSIFICATION_SOURCES if args.include_classification_train else ())] if trains else []
+    if trains:
+        check_max_length(args, sources, log)
+    check_data(args, sources)
     return args
+
+
+def check_max_length(args: argparse.Namespace, sources: list[str], log=print) -> None:
+    # Truncation keeps the instruction and cuts the text (mltp.tokenizer): a query must hold its
+    # instruction, one token of text and the end-of-text token. Below that for every source, no
+    # query holds any text: refused. Below it for some sources: said, since their queries are
+    # instruction only (their positives, without instruction, still hold text).
+    tokenizer = load_tokenizer(args.model_dir)
+    prefixes = [E5_TEMPLATE.format(instruction=SOURCES[name].instruction, text="") for name in sources]
+    need = {name: n + 2 for name, n in zip(sources, tokenizer.count_tokens(prefixes))}
+    if args.max_length < min(need.values()):
+        fail(f"--max-length {args.max_length} holds no training text: the shortest instruction takes "
+             f"{min(need.values()) - 2} tokens, plus one of text and the end-of-text token; give at least {min(need.values())}")
+    short = [name for name, n in need.items() if args.max_length < n]
+    if short:
+        log(f"note: at --max-length {args.max_length} the queries of {', '.join(short)} hold their instruction only "
+            f"(at least {max(need.values())} holds text for every source)")
+
+
+def check_data(args: argparse.Namespace, sources: list[str]) -> None:
+    """Every file the run reads (its tasks, and its training sources) against MANIFEST.md."""
+    tasks = args.tasks.split(",") if args.tasks else list(evaluators.TASKS)
+    # A source none of whose files is there is left out of the mixture, and the run says so
+    # (job.sources_present: `run.py data` fetches no Debian or WordNet files); one half there is an error.
+    sources = [n for n in sources if any((Path(args.data_dir) / f).exists() for f in SOURCES[n].files)]
+    files = task_files(tasks) + [f for name in sources for f in SOURCES[name].files]
+    try:
+        args.data_verdicts = manifest.verify(args.data_dir, files)
+    except (FileNotFoundError, ValueError) as e:
+        fail(str(e))
 
 
 def config_name(args: argparse.Namespace) -> str:

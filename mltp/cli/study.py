@@ -8,7 +8,10 @@ from pathlib import Path
 
 from eval.report import write_report
 
-from .job import run_one
+from mltp.train import setting_differences
+
+from .identity import run_config, settings_of
+from .job import check_run_dir, run_one
 from .settings import ROOT, fail, resolve
 
 # name -> overrides of the main job's flags. Ablations are run on the causal MLTP (M3), the
@@ -75,23 +78,15 @@ def study_comparisons(reference: str) -> list[tuple[str, str, str]]:
     ]
 
 
-# What must match between a finished run and the sweep that would skip it: a report must never
-# average or compare runs made with different models, budgets or evaluation sets.
-BUDGET_KEYS = ("model", "pool", "attn", "layers", "no_layer_weights", "layer_token", "tokens", "latents", "heads",
-               "head_dim", "steps", "batch_size", "grad_accum", "lr", "max_length", "lora_r", "lora_alpha",
-               "include_classification_train", "suite", "tasks", "dtype", "seed", "joint_forward",
-               "layer_weight_std", "layer_weight_lr_mult", "block", "train_data")
-
-
 def check_same_budget(run_dir: Path, run_args: argparse.Namespace) -> None:
-    # joint_forward is here although it changes no model, loss or data: one forward draws other
-    # dropout masks than three, and configurations compared at one seed share their dropout draws
-    # (common random numbers: the W on/off runs' losses differed by <= 0.034 per step). A report
-    # mixing the two modes would lose that.
+    # What must match between a finished run and the sweep that would skip it: every setting
+    # (mltp.cli.identity), so a report never averages or compares runs made with different
+    # models, budgets or evaluation sets. joint_forward counts although it changes no model, loss
+    # or data: one forward draws other dropout masks than three, and configurations compared at
+    # one seed share their dropout draws (common random numbers); a report mixing the two modes
+    # would lose that.
     done = json.loads((run_dir / "results.json").read_text())["config"]
-    done = {k: done.get(k) for k in BUDGET_KEYS}
-    differ = [f"{k}: finished {done[k]!r}, asked {getattr(run_args, k, None)!r}"
-              for k in BUDGET_KEYS if done[k] != getattr(run_args, k, None)]
+    differ = setting_differences(settings_of(done), settings_of(run_config(run_args)), "finished")
     if differ:
         fail(f"{run_dir} was run with other settings ({'; '.join(differ)}); give the same flags to go on "
              f"with this study, or another --out for a new one")
@@ -115,9 +110,8 @@ def run_ablation(args: argparse.Namespace) -> None:
               + (f", time limit {args.time_limit:g} min" if args.time_limit else ""))
         # Seed-major order: a sweep cut short (time limit, crash) still has every configuration's
         # first seed, which is worth more than three seeds of a few configurations.
-        slowest = 0.0
+        plan = []
         for seed, name in [(seed, name) for seed in range(args.seeds) for name in selected]:
-            run_dir = out / name / f"seed-{seed}"
             run_args = argparse.Namespace(**{**vars(args), **configs[name], "seed": seed})
             run_args.no_layer_weights = configs[name].get("no_layer_weights", False)
             run_args.layers = configs[name].get("layers", "all")
@@ -127,9 +121,17 @@ def run_ablation(args: argparse.Namespace) -> None:
             run_args.block = configs[name].get("block")
             run_args.layer_weight_std = configs[name].get("layer_weight_std", 1.0)
             run_args.layer_weight_lr_mult = configs[name].get("layer_weight_lr_mult", 1.0)
-            run_args = resolve(run_args, log=lambda m: None)
+            plan.append((seed, name, out / name / f"seed-{seed}", resolve(run_args, log=lambda m: None)))
+        # Every run directory, finished or not, before any work: a killed configuration must not
+        # resume under new flags any more than a finished one may be skipped under them.
+        for seed, name, run_dir, run_args in plan:
             if (run_dir / "results.json").exists():
                 check_same_budget(run_dir, run_args)
+            else:
+                check_run_dir(run_dir, run_args)
+        slowest = 0.0
+        for seed, name, run_dir, run_args in plan:
+            if (run_dir / "results.json").exists():
                 print(f"[skip] {name} seed {seed}: finished earlier")
                 continue
             elapsed = time.perf_counter() - t0
