@@ -36,12 +36,14 @@ from typing import Callable
 import torch
 from safetensors.torch import load_file
 
+from . import distributed
 from .atomic import atomic_write_json, atomic_write_text
 from .data import Pair, instruction_for, is_symmetric, normalize_text
 from .embedder import Embedder
 from .lora import LoRAConfig, load_adapter, lora_parameters
 from .loss import info_nce
 from .pooling import WEIGHTS_FILE
+from .step import BatchTexts, contrastive_backward
 
 
 @dataclass
@@ -61,6 +63,7 @@ class TrainConfig:
     log_every: int = 10
     bucket: int = 16  # batches per length bucket (1 = no bucketing)
     joint_forward: bool = False  # one forward for queries + positives + negatives (see above)
+    mini_batch: int | None = None  # GradCache: at most this many texts per forward (mltp.gradcache)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -122,19 +125,26 @@ def embed_groups(embedder: Embedder, groups: list[list[str]], cfg: TrainConfig) 
     return out, n_tokens
 
 
-def batch_loss(embedder: Embedder, batch: list[Pair], cfg: TrainConfig) -> tuple[torch.Tensor, int]:
+def batch_texts(embedder: Embedder, batch: list[Pair]) -> BatchTexts:
     def fmt(text, row, side_gets_instruction):
         return embedder.format([text], instruction_for(row.source) if side_gets_instruction else None)[0]
 
-    queries = [fmt(r.query, r, True) for r in batch]
-    positives = [fmt(r.positive, r, is_symmetric(r.source)) for r in batch]
     with_neg = [r for r in batch if r.negative is not None]
-    negatives = [fmt(r.negative, r, is_symmetric(r.source)) for r in with_neg]
+    return BatchTexts(
+        queries=[fmt(r.query, r, True) for r in batch],
+        positives=[fmt(r.positive, r, is_symmetric(r.source)) for r in batch],
+        negatives=[fmt(r.negative, r, is_symmetric(r.source)) for r in with_neg],
+        pos_keys=[text_key(r.positive) for r in batch],
+        neg_keys=[text_key(r.negative) for r in with_neg],
+    )
 
-    (q, p, *n), n_tokens = embed_groups(embedder, [queries, positives, negatives], cfg)
+
+def batch_loss(embedder: Embedder, batch: list[Pair], cfg: TrainConfig) -> tuple[torch.Tensor, int]:
+    texts = batch_texts(embedder, batch)
+    (q, p, *n), n_tokens = embed_groups(embedder, [texts.queries, texts.positives, texts.negatives], cfg)
     n = n[0] if n else None
-    pos_keys = torch.tensor([text_key(r.positive) for r in batch], device=q.device)
-    cand_keys = torch.tensor([text_key(r.positive) for r in batch] + [text_key(r.negative) for r in with_neg], device=q.device)
+    pos_keys = torch.tensor(texts.pos_keys, device=q.device)
+    cand_keys = torch.tensor(texts.pos_keys + texts.neg_keys, device=q.device)
     loss = info_nce(q, p, n, scale=cfg.scale, symmetric=cfg.symmetric, pos_keys=pos_keys, cand_keys=cand_keys)
     return loss, n_tokens
 
@@ -187,8 +197,14 @@ def train(
     log: Callable[[str], None] = print,
     stop_after: int | None = None,
 ) -> dict:
-    """Train in place; return a summary. `stop_after` ends early (tests use it to simulate a kill)."""
+    """Train in place; return a summary. `stop_after` ends early (tests use it to simulate a kill).
+
+    Under torchrun every rank calls this: each embeds its shard of every batch (mltp.distributed);
+    rank 0 alone logs and writes."""
     run_dir = Path(run_dir)
+    world = distributed.world()
+    if not world.main:
+        log = lambda message: None  # noqa: E731
     params = trainable_parameters(embedder)
     if not params:
         raise ValueError(f"nothing to train: the {embedder.pooler.config.kind} pooler has no parameters and no LoRA is applied")
@@ -206,26 +222,28 @@ def train(
     if checkpoint is not None:
         start = restore(embedder, optimizer, schedule, checkpoint)
         log(f"resumed from {checkpoint} (step {start}/{cfg.steps})")
+    distributed.broadcast_parameters(params)
     embedder.train()
     history, tokens, t0 = [], 0, time.perf_counter()
     last_saved = checkpoint
     for step in range(start, cfg.steps):
         if stop_after is not None and step >= stop_after:
             break
-        torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout masks depend on (seed, step) only
+        # Dropout masks depend on (seed, step, rank) only; one process keeps the (seed, step) seed.
+        torch.manual_seed((cfg.seed * 1_000_003 + step) * world.size + world.rank)
         optimizer.zero_grad(set_to_none=True)
         step_loss = 0.0
         for micro in range(cfg.grad_accum):
-            batch = [rows[i] for i in plan[step * cfg.grad_accum + micro]]
-            loss, n_tokens = batch_loss(embedder, batch, cfg)
+            batch = [rows[i] for i in distributed.shard(plan[step * cfg.grad_accum + micro], world)]
+            loss, n_tokens = contrastive_backward(embedder, batch_texts(embedder, batch), cfg)  # mltp.step
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(
                     f"loss is {loss.item()} at step {step + 1}: stopping. The last good checkpoint is "
                     f"{last_saved or 'none (no checkpoint was written yet)'}; lower --lr or check the data"
                 )
-            (loss / cfg.grad_accum).backward()
             step_loss += loss.item() / cfg.grad_accum
             tokens += n_tokens
+        distributed.average_gradients(params)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
         optimizer.step()
         schedule.step()
@@ -241,12 +259,16 @@ def train(
                 f"lr {history[-1]['lr']:.2e}  {rate:,.0f} tok/s  eta {eta / 60:.1f} min"
             )
         if done % cfg.save_every == 0 or done == cfg.steps:
-            last_saved = save_checkpoint(embedder, lora_config, optimizer, schedule, done, run_dir, cfg)
+            if world.main:
+                save_checkpoint(embedder, lora_config, optimizer, schedule, done, run_dir, cfg)
+            distributed.barrier()  # every rank goes on once the checkpoint is complete
+            last_saved = run_dir / "checkpoints" / f"step-{done:06d}"
     embedder.eval()
     elapsed = time.perf_counter() - t0
-    with open(run_dir / "train_history.jsonl", "a") as f:  # appended per (resumed) session
-        for h in history:
-            f.write(json.dumps(h) + "\n")
+    if world.main:
+        with open(run_dir / "train_history.jsonl", "a") as f:  # appended per (resumed) session
+            for h in history:
+                f.write(json.dumps(h) + "\n")
     return {
         "steps_run": len(history),
         "first_step": start + 1,
@@ -254,4 +276,5 @@ def train(
         "seconds": elapsed,
         "tokens": tokens,
         "tokens_per_second": tokens / max(elapsed, 1e-9),
+        "ranks": world.size,
     }
