@@ -16,6 +16,10 @@ projections, the pooler fully trainable, bf16. What differs here, and why:
   that is the right trade; on a CPU, which waits on arithmetic, it is not (there 1.17x the
   tokens). Dropout masks are drawn for the joint batch, so the two modes train on different
   (equally valid) dropout noise, like two seeds.
+- A step's forward and backward are `mltp.step.contrastive_backward`: with `mini_batch` it is
+  GradCache (mltp.gradcache), and under torchrun each rank embeds its shard of the batch and scores
+  it against every rank's candidates (mltp.distributed). Either way the loss and gradients are the
+  whole batch's; only the dropout draws differ (each rank has its own stream).
 
 Checkpoints: `<run>/checkpoints/step-NNNNNN/` holds the adapter (PEFT layout), the pooler and
 `trainer.pt` (optimiser + schedule state); it is written under a temporary name and renamed, and

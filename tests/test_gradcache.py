@@ -1,5 +1,7 @@
 """GradCache (mltp.gradcache, mltp.step): the whole batch's loss and gradients, a mini-batch at a time."""
 import dataclasses
+import importlib.util
+from pathlib import Path
 
 import torch
 
@@ -7,6 +9,8 @@ from mltp.gradcache import cached_backward, plain_backward
 from mltp.step import contrastive_backward, embed
 from mltp.train import TrainConfig, batch_loss, batch_texts
 from test_train import make_embedder, make_rows
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def hard_batch(n=8):
@@ -100,3 +104,18 @@ def test_dropout_masks_are_replayed_on_the_second_pass(fixtures_dir):
     torch.manual_seed(2)
     plain_backward(chunks, loss_fn)
     assert any((p.grad - g_plain[n]).abs().max() > 1e-4 for n, p in emb.named_parameters() if n in g_plain)
+
+
+def test_memory_grows_with_the_mini_batch_not_the_batch():
+    # bench/gradcache_memory.py at the tiny shape: the plain step's peak of live tensor storage
+    # grows with the batch (every forward's activations wait for the backward); GradCache's is
+    # that of one mini-batch, whatever the batch.
+    spec = importlib.util.spec_from_file_location("gradcache_memory", ROOT / "bench" / "gradcache_memory.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    rows = script.main(["--shape", "tiny", "--batches", "4,16", "--mini-batch", "2", "--seq", "32"])
+    peak = {(r["batch"], r["mini_batch"]): r["peak_bytes"] for r in rows}
+    assert peak[16, None] > 3 * peak[4, None]
+    assert peak[16, 2] < 1.2 * peak[4, 2] and peak[16, 2] < peak[4, None] / 2
+    loss = {(r["batch"], r["mini_batch"]): r["loss"] for r in rows}
+    assert loss[4, None] == loss[4, 2] and loss[16, None] == loss[16, 2]  # same masks, same loss

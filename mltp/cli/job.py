@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 import eval as evaluators
+from mltp import distributed
 from mltp.atomic import atomic_write_json
 from mltp.checkpoint import load_model
 from mltp.data import build_mixture_with_dropped, mixture_report
@@ -95,14 +96,18 @@ def training_rows(data_dir: str, seed: int, include_classification: bool):
 
 
 def run_one(args: argparse.Namespace, run_dir: Path) -> dict:
-    """Train (unless --eval-only) and evaluate one configuration; write run_dir/results.json."""
-    log = Tee(run_dir / "log.txt")
+    """Train (unless --eval-only) and evaluate one configuration; write run_dir/results.json.
+
+    Under torchrun every rank trains; rank 0 alone logs, writes and evaluates (the others return None)."""
+    world = distributed.start(args.device)
+    log = Tee(run_dir / "log.txt") if world.main else (lambda message: None)
     t0 = time.perf_counter()
     log(f"run {run_dir} ({datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC), command: python run.py {' '.join(args.argv)}")
     torch.manual_seed(args.seed)
     embedder, lora_config = build_embedder(args, log)
     run_config = {k: v for k, v in vars(args).items() if k not in ("command", "argv")}
-    atomic_write_json(run_dir / "config.json", run_config)
+    if world.main:
+        atomic_write_json(run_dir / "config.json", run_config)
 
     train_summary, mixture = None, None
     if not args.eval_only:
@@ -113,11 +118,16 @@ def run_one(args: argparse.Namespace, run_dir: Path) -> dict:
         cfg = TrainConfig(
             steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr, warmup=args.warmup,
             max_length=args.max_length, seed=args.seed, save_every=max(10, args.steps // 5),
-            log_every=max(1, min(10, args.steps // 10)), joint_forward=args.joint_forward,
+            log_every=max(1, min(10, args.steps // 10)), joint_forward=args.joint_forward, mini_batch=args.mini_batch,
         )
         log(f"training: {cfg.steps} steps x {cfg.batch_size} queries, lr {cfg.lr}, max {cfg.max_length} tokens, LoRA r={lora_config.r}, "
-            f"{'one joint forward' if cfg.joint_forward else 'separate forwards'} per step")
+            f"{'one joint forward' if cfg.joint_forward else 'separate forwards'} per step"
+            + (f", GradCache mini-batches of {cfg.mini_batch} texts" if cfg.mini_batch else "")
+            + (f", on {world.size} ranks of {cfg.batch_size // world.size} queries, candidates from every rank" if world.size > 1 else ""))
         train_summary = train(embedder, rows, cfg, lora_config, run_dir, log=log)
+    distributed.stop()  # training was the only collective work: evaluation runs once, on rank 0
+    if not world.main:
+        return None
     embedder.save(run_dir / "final", lora_config)
     if lora_config is not None:
         # Saved first: merging changes the base weights in place. Evaluation then runs the plain
@@ -133,7 +143,7 @@ def run_one(args: argparse.Namespace, run_dir: Path) -> dict:
     record = {
         "name": config_name(args), "command": f"python run.py {' '.join(args.argv)}", "config": run_config, "suite": args.suite + (f" ({args.tasks})" if args.tasks else ""),
         "family_averages": evaluators.family_averages(results), "tasks": results,
-        "train": train_summary, "mixture": mixture, "environment": environment(args.device),
+        "train": train_summary, "mixture": mixture, "environment": environment(args.device), "ranks": world.size,
         "seconds": {"total": time.perf_counter() - t0, "eval": eval_seconds},
     }
     atomic_write_json(run_dir / "results.json", record)

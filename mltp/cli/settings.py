@@ -10,6 +10,7 @@ import torch
 import eval as evaluators
 from mltp.checkpoint import resolve_model
 from mltp.config import read_config
+from mltp.distributed import launched_ranks, rank_device
 from mltp.layers import parse_layers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,6 +48,14 @@ def resolve(args: argparse.Namespace, log=print) -> argparse.Namespace:
         args.seeds = budget["seeds"]
         chosen.append(f"seeds={args.seeds}")
     args.device = str(device)
+    args.ranks = launched_ranks()  # > 1 under torchrun (mltp.distributed)
+    if args.ranks > 1:
+        if getattr(args, "command", "train") != "train":
+            fail(f"torchrun runs the main job (one configuration) only, not `{args.command}`: run that with one process")
+        args.device = rank_device(args.device)
+        if args.batch_size % args.ranks:
+            fail(f"--batch-size {args.batch_size} does not split evenly over {args.ranks} ranks (torchrun --nproc_per_node): "
+                 f"give a multiple of {args.ranks}")
     if chosen:
         why = "a GPU is available" if device.type == "cuda" else "no GPU: CPU budget, about 15 minutes on 2 cores"
         log(f"defaults for {device.type} ({why}): {', '.join(chosen)}")
@@ -74,8 +83,8 @@ def resolve(args: argparse.Namespace, log=print) -> argparse.Namespace:
         unknown = [t for t in args.tasks.split(",") if t not in known]
         if unknown:
             fail(f"unknown task(s) {unknown}; known: {', '.join(known)}")
-    for key in ("steps", "batch_size", "max_length", "lora_r", "grad_accum"):
-        if getattr(args, key) is not None and getattr(args, key) < 1:
+    for key in ("steps", "batch_size", "max_length", "lora_r", "grad_accum", "mini_batch"):
+        if getattr(args, key, None) is not None and getattr(args, key) < 1:
             fail(f"--{key.replace('_', '-')} must be >= 1")
     return args
 

@@ -55,7 +55,7 @@ def study_comparisons(reference: str) -> list[tuple[str, str, str]]:
 # average or compare runs made with different models, budgets or evaluation sets.
 BUDGET_KEYS = ("model", "pool", "attn", "layers", "no_layer_weights", "layer_token", "tokens", "latents", "heads",
                "head_dim", "steps", "batch_size", "grad_accum", "lr", "max_length", "lora_r", "lora_alpha",
-               "include_classification_train", "suite", "tasks", "dtype", "seed", "joint_forward")
+               "include_classification_train", "suite", "tasks", "dtype", "seed", "joint_forward", "mini_batch")
 
 
 def check_same_budget(run_dir: Path, run_args: argparse.Namespace) -> None:
