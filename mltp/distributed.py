@@ -70,7 +70,8 @@ def start(device: str) -> World:
 
 
 def stop() -> None:
-    if dist.is_available() and dist.is_initialized():
+    """Leave the group `start` joined (a group the caller made is the caller's to end)."""
+    if launched_ranks() > 1 and dist.is_initialized():
         dist.destroy_process_group()
 
 

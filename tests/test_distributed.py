@@ -18,7 +18,7 @@ import torch.multiprocessing as mp
 import run
 from mltp import distributed
 from mltp.step import contrastive_backward
-from mltp.train import TrainConfig, batch_texts, latest_checkpoint, train
+from mltp.train import TrainConfig, batch_loss, batch_texts, latest_checkpoint, train
 from test_gradcache import hard_batch, trained_looking
 from test_train import CFG, make_embedder, make_rows
 
@@ -74,7 +74,11 @@ def test_two_ranks_give_one_ranks_loss_and_gradients(fixtures_dir, tmp_path):
     torch.manual_seed(0)
     emb = trained_looking(make_embedder(fixtures_dir, dropout=0.0)[0])
     for name, cfg in STEP_CONFIGS.items():
-        reference = one_step(emb, hard_batch(), cfg)
+        # The reference is the one-process trainer's own loss (mltp.train.batch_loss), whole batch.
+        emb.zero_grad(set_to_none=True)
+        loss, n_tokens = batch_loss(emb, hard_batch(), cfg)
+        loss.backward()
+        reference = loss.item(), n_tokens, grads(emb)
         for rank in (0, 1):
             loss, n_tokens, g = torch.load(tmp_path / f"rank{rank}.pt")[name]
             assert n_tokens == reference[1] and abs(loss - reference[0]) < 1e-6, (name, rank, loss, reference[0])

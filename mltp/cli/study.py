@@ -59,10 +59,11 @@ BUDGET_KEYS = ("model", "pool", "attn", "layers", "no_layer_weights", "layer_tok
 
 
 def check_same_budget(run_dir: Path, run_args: argparse.Namespace) -> None:
-    # joint_forward is here although it changes no model, loss or data: one forward draws other
-    # dropout masks than three, and configurations compared at one seed share their dropout draws
-    # (common random numbers: the W on/off runs' losses differed by <= 0.034 per step). A report
-    # mixing the two modes would lose that.
+    # joint_forward and mini_batch are here although they change no model, loss or data: one
+    # forward draws other dropout masks than three (GradCache's mini-batches other than whole
+    # groups), and configurations compared at one seed share their dropout draws (common random
+    # numbers: the W on/off runs' losses differed by <= 0.034 per step). A report mixing the
+    # modes would lose that.
     done = json.loads((run_dir / "results.json").read_text())["config"]
     done = {k: done.get(k) for k in BUDGET_KEYS}
     differ = [f"{k}: finished {done[k]!r}, asked {getattr(run_args, k, None)!r}"
