@@ -58,6 +58,8 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     t.add_argument("--joint-forward", action=argparse.BooleanOptionalAction,
                    help="embed queries, positives and negatives in one padded forward per step (default: on GPU yes, on CPU no)")
     t.add_argument("--gradient-checkpointing", action="store_true", help="recompute blocks in backward (needed for 7B)")
+    t.add_argument("--mini-batch", type=int, metavar="N",
+                   help="GradCache: embed at most N texts per forward, the loss still over the whole batch (memory of N, not of the batch)")
     t.add_argument("--eval-only", action="store_true", help="zero-shot: no LoRA, no training (trainable poolers stay at their random init)")
     e = p.add_argument_group("evaluation and environment")
     e.add_argument("--suite", choices=["quick", "study", "full"],

@@ -34,21 +34,23 @@ def _read(path: Path) -> list[dict]:
 
 
 class History:
-    def __init__(self, run_dir: str | Path, resume_at: int):
-        """Keep the steps up to `resume_at` (the checkpoint's step) and append from there."""
-        self.path = Path(run_dir) / FILE
+    def __init__(self, run_dir: str | Path, resume_at: int, write: bool = True):
+        """Keep the steps up to `resume_at` (the checkpoint's step) and append from there.
+        `write=False` keeps the rows in memory only (every rank but the first under torchrun)."""
+        self.path, self.write = Path(run_dir) / FILE, write
         kept = [r for r in _read(self.path) if r["step"] <= resume_at]
-        atomic_write_text(self.path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in kept))
+        if write:
+            atomic_write_text(self.path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in kept))
         self.rows = kept
         self.session_start = resume_at
 
     def append(self, row: dict) -> None:
         # Strict JSON: a non-finite value (an inf gradient norm) is written as null.
         row = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
-        line = json.dumps(row, allow_nan=False) + "\n"
-        with open(self.path, "a") as f:
-            f.write(line)
-            f.flush()
+        if self.write:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(row, allow_nan=False) + "\n")
+                f.flush()
         self.rows.append(row)
 
     def summary(self) -> dict:

@@ -1,7 +1,8 @@
 """InfoNCE with in-batch and hard negatives: the official "hard-negative NLL" loss.
 
 Shape legend: B queries in the batch, K hard negatives per query, N = B*K hard negatives in the
-batch (or any N for a flat pool), D embedding width, C = B + N candidates.
+batch (or any N for a flat pool), D embedding width, C = B + N candidates (P + N when the
+queries are a shard of P, see `first`).
 
 As yixuantt/PoolingAndAttn loss/HardNegativeNLLLoss.py: the candidates of query i are all B
 positives of the batch followed by every hard negative of the batch (N); the logits are cosine
@@ -14,6 +15,10 @@ Additions to the official loss:
   Any candidate other than i's own positive whose key equals `pos_keys[i]` is the same text as
   i's positive (a duplicate in the batch, or a "hard negative" that is the positive) and is
   dropped from i's softmax (logit -inf). With n=None, `cand_keys` defaults to `pos_keys`.
+- `first` places query 0's own positive at candidate column `first`: `p` may then hold more
+  positives than there are queries (P >= first + B), as when one rank of several scores its shard
+  of the queries against every rank's positives (mltp.distributed); `pos_keys` are the B queries'
+  own, equal to `cand_keys[first:first + B]`.
 - `symmetric=True` returns the mean of the query->candidate loss and the positive->query loss
   (positive i against all B queries, target i), as sentence-transformers'
   MultipleNegativesSymmetricRankingLoss; in that direction query j is masked for positive i when
@@ -36,9 +41,13 @@ def info_nce(
     symmetric: bool = False,
     pos_keys: torch.Tensor | None = None,
     cand_keys: torch.Tensor | None = None,
+    first: int = 0,
 ) -> torch.Tensor:
-    if q.dim() != 2 or p.shape != q.shape:
-        raise ValueError(f"q and p must both be (B, D); got q {tuple(q.shape)}, p {tuple(p.shape)}")
+    if q.dim() != 2 or p.dim() != 2 or p.shape[1] != q.shape[1] or not 0 <= first <= p.shape[0] - q.shape[0]:
+        raise ValueError(f"q and p must be (B, D) and (P, D) with P >= first + B (first={first}); "
+                         f"got q {tuple(q.shape)}, p {tuple(p.shape)}")
+    if symmetric and p.shape[0] != q.shape[0]:
+        raise ValueError(f"symmetric loss needs every query: q {tuple(q.shape)} is a shard of p {tuple(p.shape)}")
     B, D = q.shape
     if n is None:
         negatives = q.new_zeros(0, D)  # (0, D)
@@ -53,16 +62,16 @@ def info_nce(
 
     # Cosine as upstream's cos_sim: normalising again is a no-op for unit vectors, in fp32.
     q32 = F.normalize(q.float(), dim=-1)  # (B, D)
-    p32 = F.normalize(p.float(), dim=-1)  # (B, D)
-    candidates = torch.cat([p32, F.normalize(negatives.float(), dim=-1)])  # (C, D)
-    logits = scale * q32 @ candidates.T  # (B, C); column i is query i's own positive
-    target = torch.arange(B, device=q.device)
+    p32 = F.normalize(p.float(), dim=-1)  # (P, D); P = B unless a shard
+    candidates = torch.cat([p32, F.normalize(negatives.float(), dim=-1)])  # (C, D), C = P + N
+    logits = scale * q32 @ candidates.T  # (B, C); column first + i is query i's own positive
+    target = first + torch.arange(B, device=q.device)
 
     same_text = None
     if pos_keys is not None:
-        pos_keys, cand_keys = _check_keys(pos_keys, cand_keys, B, candidates.shape[0], n is None, q.device)
+        pos_keys, cand_keys = _check_keys(pos_keys, cand_keys, B, candidates.shape[0], n is None, q.device, first)
         own = F.one_hot(target, candidates.shape[0]).bool()  # (B, C)
-        same_text = pos_keys[:, None] == pos_keys[None, :]  # (B, B), for the reverse direction
+        same_text = pos_keys[:, None] == pos_keys[None, :]  # (B, B), for the reverse direction (P = B)
         logits = logits.masked_fill((pos_keys[:, None] == cand_keys[None, :]) & ~own, float("-inf"))
     elif cand_keys is not None:
         raise ValueError("cand_keys given without pos_keys")
@@ -76,7 +85,7 @@ def info_nce(
     return (loss + F.cross_entropy(reverse, target)) / 2
 
 
-def _check_keys(pos_keys, cand_keys, B, C, no_negatives, device):
+def _check_keys(pos_keys, cand_keys, B, C, no_negatives, device, first):
     pos_keys = torch.as_tensor(pos_keys, device=device)
     if pos_keys.shape != (B,) or pos_keys.is_floating_point():
         raise ValueError(f"pos_keys must be B={B} integer keys, got {pos_keys.dtype} {tuple(pos_keys.shape)}")
@@ -87,6 +96,6 @@ def _check_keys(pos_keys, cand_keys, B, C, no_negatives, device):
     cand_keys = torch.as_tensor(cand_keys, device=pos_keys.device)
     if cand_keys.shape != (C,) or cand_keys.is_floating_point():
         raise ValueError(f"cand_keys must be C={C} integer keys (B positives then N negatives), got {cand_keys.dtype} {tuple(cand_keys.shape)}")
-    if not torch.equal(cand_keys[:B], pos_keys):
-        raise ValueError("cand_keys[:B] must equal pos_keys (the first B candidates are the positives)")
+    if not torch.equal(cand_keys[first:first + B], pos_keys):
+        raise ValueError(f"cand_keys[{first}:{first + B}] must equal pos_keys (the queries' own positives)")
     return pos_keys, cand_keys

@@ -16,6 +16,10 @@ projections, the pooler fully trainable, bf16. What differs here, and why:
   that is the right trade; on a CPU, which waits on arithmetic, it is not (there 1.17x the
   tokens). Dropout masks are drawn for the joint batch, so the two modes train on different
   (equally valid) dropout noise, like two seeds.
+- A step's forward and backward are `mltp.step.contrastive_backward`: with `mini_batch` it is
+  GradCache (mltp.gradcache), and under torchrun each rank embeds its shard of the batch and scores
+  it against every rank's candidates (mltp.distributed). Either way the loss and gradients are the
+  whole batch's; only the dropout draws differ (each rank has its own stream).
 
 Checkpoints: `<run>/checkpoints/step-NNNNNN/` holds the adapter (PEFT layout), the pooler,
 `trainer.pt` (optimiser + schedule state) and `trainer_state.json` (the step and the run's
@@ -40,6 +44,7 @@ from typing import Callable
 import torch
 from safetensors.torch import load_file
 
+from . import distributed
 from .atomic import atomic_write_json, atomic_write_text
 from .data import Pair, is_symmetric, normalize_text, row_instruction
 from .embedder import Embedder
@@ -48,6 +53,7 @@ from .interrupt import TrainingInterrupted, stop_at_step_boundary
 from .lora import LoRAConfig, load_adapter, lora_parameters
 from .loss import info_nce
 from .pooling import WEIGHTS_FILE
+from .step import BatchTexts, contrastive_backward
 
 
 @dataclass
@@ -70,6 +76,7 @@ class TrainConfig:
     # The pooler's layer table (MLTP's W) learns at lr * this: Adam moves an entry by about lr a
     # step, a negligible share of an N(0,1) table over a short run (results/README.md).
     layer_table_lr_mult: float = 1.0
+    mini_batch: int | None = None  # GradCache: at most this many texts per forward (mltp.gradcache)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -139,19 +146,26 @@ def embed_groups(embedder: Embedder, groups: list[list[str]], cfg: TrainConfig) 
     return out, n_tokens
 
 
-def batch_loss(embedder: Embedder, batch: list[Pair], cfg: TrainConfig) -> tuple[torch.Tensor, int]:
+def batch_texts(embedder: Embedder, batch: list[Pair]) -> BatchTexts:
     def fmt(text, row, side_gets_instruction):
         return embedder.format([text], row_instruction(row) if side_gets_instruction else None)[0]
 
-    queries = [fmt(r.query, r, True) for r in batch]
-    positives = [fmt(r.positive, r, is_symmetric(r.source)) for r in batch]
     with_neg = [r for r in batch if r.negative is not None]
-    negatives = [fmt(r.negative, r, is_symmetric(r.source)) for r in with_neg]
+    return BatchTexts(
+        queries=[fmt(r.query, r, True) for r in batch],
+        positives=[fmt(r.positive, r, is_symmetric(r.source)) for r in batch],
+        negatives=[fmt(r.negative, r, is_symmetric(r.source)) for r in with_neg],
+        pos_keys=[text_key(r.positive) for r in batch],
+        neg_keys=[text_key(r.negative) for r in with_neg],
+    )
 
-    (q, p, *n), n_tokens = embed_groups(embedder, [queries, positives, negatives], cfg)
+
+def batch_loss(embedder: Embedder, batch: list[Pair], cfg: TrainConfig) -> tuple[torch.Tensor, int]:
+    texts = batch_texts(embedder, batch)
+    (q, p, *n), n_tokens = embed_groups(embedder, [texts.queries, texts.positives, texts.negatives], cfg)
     n = n[0] if n else None
-    pos_keys = torch.tensor([text_key(r.positive) for r in batch], device=q.device)
-    cand_keys = torch.tensor([text_key(r.positive) for r in batch] + [text_key(r.negative) for r in with_neg], device=q.device)
+    pos_keys = torch.tensor(texts.pos_keys, device=q.device)
+    cand_keys = torch.tensor(texts.pos_keys + texts.neg_keys, device=q.device)
     loss = info_nce(q, p, n, scale=cfg.scale, symmetric=cfg.symmetric, pos_keys=pos_keys, cand_keys=cand_keys)
     return loss, n_tokens
 
@@ -265,9 +279,13 @@ def train(
     settings is refused. `provenance` (code revision, data hashes) is stored beside them and only
     reported when it differs: a commit that touches no numbers must not forbid resuming.
     `stop_after` ends early (tests use it to simulate a kill); `on_step(done)` runs after each
-    step (tests raise KeyboardInterrupt from it to simulate Ctrl-C).
+    step (tests raise KeyboardInterrupt from it to simulate Ctrl-C). Under torchrun every rank
+    calls this: each embeds its shard of every batch (mltp.distributed); rank 0 alone logs and writes.
     """
     run_dir = Path(run_dir)
+    world = distributed.world()
+    if not world.main:
+        log = lambda message: None  # noqa: E731
     params = trainable_parameters(embedder)
     if not params:
         raise ValueError(f"nothing to train: the {embedder.pooler.config.kind} pooler has no parameters and no LoRA is applied")
@@ -300,7 +318,8 @@ def train(
         changed = [k for k in (provenance or {}) if k in before and before[k] != provenance[k]]
         if changed:
             log(f"note: the checkpoint's {', '.join(changed)} differ from this session's (recorded in its trainer_state.json)")
-    history = History(run_dir, resume_at=start)
+    history = History(run_dir, resume_at=start, write=world.main)
+    distributed.broadcast_parameters(params)
     embedder.train()
     tokens, t0 = 0, time.perf_counter()
     last_saved, saved_step, done, at_boundary = checkpoint, start, start, True
@@ -311,44 +330,46 @@ def train(
                     break
                 at_boundary = False
                 tokens, done = _one_step(embedder, rows, plan, cfg, optimizer, schedule, params, history, step,
-                                         tokens, t0, start, last_saved, log)
+                                         tokens, t0, start, last_saved, log, world)
                 at_boundary = True
                 if done % cfg.save_every == 0 or done == cfg.steps:
-                    last_saved = save_checkpoint(embedder, lora_config, optimizer, schedule, done, run_dir, cfg, settings,
-                                                 provenance)
-                    saved_step = done
+                    if world.main:
+                        save_checkpoint(embedder, lora_config, optimizer, schedule, done, run_dir, cfg, settings, provenance)
+                    distributed.barrier()  # every rank goes on once the checkpoint is complete
+                    last_saved, saved_step = run_dir / "checkpoints" / f"step-{done:06d}", done
                 if on_step is not None:
                     on_step(done)
                 if stop.requested:
                     raise KeyboardInterrupt
         except KeyboardInterrupt:
             # Only at a step boundary is the state whole; a second Ctrl-C mid-step keeps the last checkpoint.
-            if at_boundary and done > saved_step:
+            if at_boundary and done > saved_step and world.main:
                 last_saved = save_checkpoint(embedder, lora_config, optimizer, schedule, done, run_dir, cfg, settings,
                                              provenance)
             raise TrainingInterrupted(done if at_boundary else saved_step, cfg.steps, last_saved) from None
     embedder.eval()
-    return {"layer_table": layer_table_movement(table_start, table), **history.summary()}
+    return {"layer_table": layer_table_movement(table_start, table), **history.summary(), "ranks": world.size}
 
 
 def _one_step(embedder, rows, plan, cfg, optimizer, schedule, params, history, step, tokens, t0, start, last_saved,
-              log) -> tuple[int, int]:
+              log, world) -> tuple[int, int]:
     """One optimiser step, appended to the history; returns (tokens so far, steps done)."""
     t_step, step_tokens = time.perf_counter(), 0
-    torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout masks depend on (seed, step) only
+    # Dropout masks depend on (seed, step, rank) only; one process keeps the (seed, step) seed.
+    torch.manual_seed((cfg.seed * 1_000_003 + step) * world.size + world.rank)
     optimizer.zero_grad(set_to_none=True)
     step_loss = 0.0
     for micro in range(cfg.grad_accum):
-        batch = [rows[i] for i in plan[step * cfg.grad_accum + micro]]
-        loss, n_tokens = batch_loss(embedder, batch, cfg)
+        batch = [rows[i] for i in distributed.shard(plan[step * cfg.grad_accum + micro], world)]
+        loss, n_tokens = contrastive_backward(embedder, batch_texts(embedder, batch), cfg)  # mltp.step
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"loss is {loss.item()} at step {step + 1}: stopping. The last good checkpoint is "
                 f"{last_saved or 'none (no checkpoint was written yet)'}; lower --lr or check the data"
             )
-        (loss / cfg.grad_accum).backward()
         step_loss += loss.item() / cfg.grad_accum
         step_tokens += n_tokens
+    distributed.average_gradients(params)
     grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
     optimizer.step()
     schedule.step()

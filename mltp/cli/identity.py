@@ -17,12 +17,17 @@ from mltp.train import setting_differences
 NOT_SETTINGS = frozenset({
     "command", "argv", "out", "data_dir", "model_dir", "device", "compile", "gradient_checkpointing",
     "seeds", "only", "list", "time_limit", "report_only", "no_report", "every", "pooler",
+    "fetch_data", "to", "input", "output", "overwrite", "instruction",
 })
 
 # A setting added after runs were recorded, and the value that reproduces those runs: a record
-# without it then matches that value. Empty until such a setting exists; a missing setting
-# otherwise counts as None and so never matches a value.
-ASSUMED_WHEN_ABSENT: dict[str, object] = {}
+# without it then matches that value; a missing setting otherwise counts as None and so never
+# matches a value.
+ASSUMED_WHEN_ABSENT: dict[str, object] = {
+    "layer_weight_std": 1.0, "layer_weight_lr_mult": 1.0, "block": None,  # the official W, the last block
+    "mini_batch": None, "ranks": 1,  # one process, no GradCache
+    "train_data": None, "train_data_mode": "join",  # the built-in mixture alone
+}
 
 
 def run_config(args) -> dict:

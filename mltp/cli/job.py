@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 import eval as evaluators
-from mltp import manifest
+from mltp import distributed, manifest
 from mltp.atomic import atomic_write_json, atomic_write_text, remove_stray_temps
 from mltp.checkpoint import load_model
 from mltp.data import DEFAULT_SOURCES, SOURCES, build_mixture_with_dropped, mixture_report
@@ -147,13 +147,17 @@ def resume_command(args: argparse.Namespace) -> str:
 
 
 def run_one(args: argparse.Namespace, run_dir: Path) -> dict:
-    """Train (unless --eval-only) and evaluate one configuration; write run_dir/results.json."""
-    check_run_dir(run_dir, args)
-    for folder in (run_dir, run_dir / "final", run_dir / "checkpoints"):
-        remove_stray_temps(folder)  # what a killed earlier session may have left half written
-    log = Tee(run_dir / "log.txt")
+    """Train (unless --eval-only) and evaluate one configuration; write run_dir/results.json.
+
+    Under torchrun every rank trains; rank 0 alone logs, writes and evaluates (the others return None)."""
+    world = distributed.start(args.device)
+    if world.main:
+        check_run_dir(run_dir, args)
+        for folder in (run_dir, run_dir / "final", run_dir / "checkpoints"):
+            remove_stray_temps(folder)  # what a killed earlier session may have left half written
+    log = Tee(run_dir / "log.txt") if world.main else (lambda message: None)
     try:
-        return _run(args, run_dir, log)
+        return _run(args, run_dir, log, world)
     except TrainingInterrupted as e:
         log(f"interrupted after step {e.step} of {e.steps}; checkpoint {e.checkpoint or 'none yet'}. "
             f"To resume: {resume_command(args)}")
@@ -167,13 +171,14 @@ def run_one(args: argparse.Namespace, run_dir: Path) -> dict:
         fail(str(e))
 
 
-def _run(args: argparse.Namespace, run_dir: Path, log: Tee) -> dict:
+def _run(args: argparse.Namespace, run_dir: Path, log, world) -> dict | None:
     t0 = time.perf_counter()
     log(f"run {run_dir} ({datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC), command: {resume_command(args)}")
     torch.manual_seed(args.seed)
     embedder, lora_config = build_embedder(args, log)
     run_config = resolved_config(args)
-    atomic_write_json(run_dir / "config.json", run_config)
+    if world.main:
+        atomic_write_json(run_dir / "config.json", run_config)
     tasks = args.tasks.split(",") if args.tasks else args.suite
 
     train_summary, mixture = None, None
@@ -199,14 +204,19 @@ def _run(args: argparse.Namespace, run_dir: Path, log: Tee) -> dict:
         cfg = TrainConfig(
             steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr, warmup=args.warmup,
             max_length=args.max_length, seed=args.seed, save_every=max(10, args.steps // 5),
-            log_every=max(1, min(10, args.steps // 10)), joint_forward=args.joint_forward,
+            log_every=max(1, min(10, args.steps // 10)), joint_forward=args.joint_forward, mini_batch=args.mini_batch,
             layer_table_lr_mult=args.layer_weight_lr_mult,
         )
         log(f"training: {cfg.steps} steps x {cfg.batch_size} queries, lr {cfg.lr}, max {cfg.max_length} tokens, LoRA r={lora_config.r}, "
-            f"{'one joint forward' if cfg.joint_forward else 'separate forwards'} per step")
+            f"{'one joint forward' if cfg.joint_forward else 'separate forwards'} per step"
+            + (f", GradCache mini-batches of {cfg.mini_batch} texts" if cfg.mini_batch else "")
+            + (f", on {world.size} ranks of {cfg.batch_size // world.size} queries, candidates from every rank" if world.size > 1 else ""))
         provenance = {"code_revision": environment(args.device)["git_revision"], "data_sha256": data_hashes(args)}
         train_summary = train(embedder, rows, cfg, lora_config, run_dir, log=log, settings=settings_of(run_config),
                               provenance=provenance)
+    distributed.stop()  # training was the only collective work: evaluation runs once, on rank 0
+    if not world.main:
+        return None
     embedder.save(run_dir / "final", lora_config)
     if lora_config is not None:
         # Saved first: merging changes the base weights in place. Evaluation then runs the plain
@@ -233,7 +243,7 @@ def _run(args: argparse.Namespace, run_dir: Path, log: Tee) -> dict:
         "unused_settings": list(unused_flags(args.pool)),  # recorded in config, yet they shape nothing for this pooler
         "suite": args.suite + (f" ({args.tasks})" if args.tasks else ""),
         "family_averages": evaluators.family_averages(results), "tasks": results,
-        "train": train_summary, "mixture": mixture, "environment": environment(args.device),
+        "train": train_summary, "mixture": mixture, "environment": environment(args.device), "ranks": world.size,
         "data": getattr(args, "data_verdicts", None),
         "seconds": {"total": time.perf_counter() - t0, "eval": eval_seconds},
     }

@@ -13,6 +13,7 @@ from eval.files import task_files
 from mltp import manifest
 from mltp.checkpoint import resolve_model
 from mltp.embedder import E5_TEMPLATE
+from mltp.distributed import launched_ranks, rank_device
 from mltp.layers import parse_layers
 from mltp.pooler_flags import unused_flags
 from mltp.pooling import PER_BLOCK_KINDS, SINGLE_BLOCK_KINDS, PoolerConfig
@@ -59,6 +60,14 @@ def resolve(args: argparse.Namespace, log=print) -> argparse.Namespace:
         args.seeds = budget["seeds"]
         chosen.append(f"seeds={args.seeds}")
     args.device = str(device)
+    args.ranks = launched_ranks()  # > 1 under torchrun (mltp.distributed)
+    if args.ranks > 1:
+        if getattr(args, "command", "train") != "train":
+            fail(f"torchrun runs the main job (one configuration) only, not `{args.command}`: run that with one process")
+        args.device = rank_device(args.device)
+        if args.batch_size % args.ranks:
+            fail(f"--batch-size {args.batch_size} does not split evenly over {args.ranks} ranks (torchrun --nproc_per_node): "
+                 f"give a multiple of {args.ranks}")
     if chosen:
         why = "a GPU is available" if device.type == "cuda" else "no GPU: CPU budget, about 15 minutes on 2 cores"
         log(f"defaults for {device.type} ({why}): {', '.join(chosen)}")
@@ -134,6 +143,8 @@ def resolve(args: argparse.Namespace, log=print) -> argparse.Namespace:
     if trains:
         check_max_length(args, sources, log)
     check_data(args, sources)
+    if getattr(args, "mini_batch", None) is not None and args.mini_batch < 1:
+        fail("--mini-batch must be >= 1")
     return args
 
 

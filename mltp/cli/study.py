@@ -81,10 +81,9 @@ def study_comparisons(reference: str) -> list[tuple[str, str, str]]:
 def check_same_budget(run_dir: Path, run_args: argparse.Namespace) -> None:
     # What must match between a finished run and the sweep that would skip it: every setting
     # (mltp.cli.identity), so a report never averages or compares runs made with different
-    # models, budgets or evaluation sets. joint_forward counts although it changes no model, loss
-    # or data: one forward draws other dropout masks than three, and configurations compared at
-    # one seed share their dropout draws (common random numbers); a report mixing the two modes
-    # would lose that.
+    # models, budgets or evaluation sets. joint_forward and mini_batch count although they change
+    # no model, loss or data: they draw other dropout masks, and configurations compared at one
+    # seed share their dropout draws (common random numbers); a report mixing modes would lose that.
     done = json.loads((run_dir / "results.json").read_text())["config"]
     differ = setting_differences(settings_of(done), settings_of(run_config(run_args)), "finished")
     if differ:

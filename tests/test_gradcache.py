@@ -1,0 +1,121 @@
+"""GradCache (mltp.gradcache, mltp.step): the whole batch's loss and gradients, a mini-batch at a time."""
+import dataclasses
+import importlib.util
+from pathlib import Path
+
+import torch
+
+from mltp.gradcache import cached_backward, plain_backward
+from mltp.step import contrastive_backward, embed
+from mltp.train import TrainConfig, batch_loss, batch_texts
+from test_train import make_embedder, make_rows
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def hard_batch(n=8):
+    # Hard negatives on all rows but one; row 6's positive is row 1's (a false negative for both),
+    # and row 4's hard negative is row 0's positive: masking must act in both places.
+    rows = make_rows(n)
+    rows[3] = dataclasses.replace(rows[3], negative=None)
+    rows[6] = dataclasses.replace(rows[6], positive=rows[1].positive)
+    rows[4] = dataclasses.replace(rows[4], negative=rows[0].positive)
+    rows[5] = dataclasses.replace(rows[5], positive="a much longer positive text " * 2)  # lengths differ
+    return rows
+
+
+def trained_looking(emb):
+    with torch.no_grad():
+        for name, p in emb.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)  # so that LoRA contributes to the gradients
+    emb.train()
+    return emb
+
+
+def step(emb, rows, cfg, seed=0):
+    emb.zero_grad(set_to_none=True)
+    torch.manual_seed(seed)
+    loss, n_tokens = contrastive_backward(emb, batch_texts(emb, rows), cfg)
+    return loss.item(), n_tokens, {n: p.grad.clone() for n, p in emb.named_parameters() if p.grad is not None}
+
+
+def assert_same(a, b, atol):
+    (la, ta, ga), (lb, tb, gb) = a, b
+    assert ta == tb and abs(la - lb) <= atol, (la, lb)
+    assert ga.keys() == gb.keys() and any("lora_A" in n for n in ga) and any(n.startswith("pooler.") for n in ga)
+    for n in ga:
+        torch.testing.assert_close(ga[n], gb[n], rtol=0, atol=atol, msg=n)
+
+
+def test_mini_batches_give_the_whole_batch_loss_and_gradients(fixtures_dir):
+    # Dropout off: the mini-batches' forwards then compute what the whole groups' forwards do.
+    torch.manual_seed(0)
+    emb = trained_looking(make_embedder(fixtures_dir, dropout=0.0)[0])
+    rows = hard_batch()
+    for joint in (False, True):
+        whole = step(emb, rows, TrainConfig(max_length=96, joint_forward=joint))
+        for mini in (1, 3):
+            assert_same(whole, step(emb, rows, TrainConfig(max_length=96, joint_forward=joint, mini_batch=mini)), atol=1e-6)
+
+
+def test_without_mini_batches_the_step_is_the_trainers_loss_and_backward(fixtures_dir):
+    # Dropout on: the same forwards in the same order draw the same masks, bit for bit, so runs
+    # made before GradCache existed train the same.
+    torch.manual_seed(0)
+    emb = trained_looking(make_embedder(fixtures_dir, dropout=0.1)[0])
+    rows = hard_batch()
+    for joint in (False, True):
+        cfg = TrainConfig(max_length=96, joint_forward=joint, grad_accum=3)
+        emb.zero_grad(set_to_none=True)
+        torch.manual_seed(0)
+        loss, n_tokens = batch_loss(emb, rows, cfg)
+        (loss / 3).backward()
+        reference = loss.item(), n_tokens, {n: p.grad.clone() for n, p in emb.named_parameters() if p.grad is not None}
+        assert_same(reference, step(emb, rows, cfg), atol=0)
+
+
+def test_dropout_masks_are_replayed_on_the_second_pass(fixtures_dir):
+    # Dropout on: the reference keeps every mini-batch's graph and back-propagates once. GradCache
+    # must give its gradients, which it can only if the second pass draws the first pass's masks.
+    torch.manual_seed(0)
+    emb = trained_looking(make_embedder(fixtures_dir, dropout=0.5)[0])
+    texts = batch_texts(emb, hard_batch())
+    rows = emb.tokenizer.encode_ids(texts.queries + texts.positives, 96)
+    chunks = [embed(emb, rows[i:i + 4]) for i in range(0, len(rows), 4)]
+
+    def loss_fn(outputs):
+        q, p = torch.cat(outputs).split(8)  # (16, D) -> (8, D), (8, D)
+        return (q * p).sum(-1).pow(2).mean()
+
+    results = []
+    for backward in (plain_backward, lambda c, f: cached_backward(c, f, torch.device("cpu"))):
+        emb.zero_grad(set_to_none=True)
+        torch.manual_seed(1)
+        loss = backward(chunks, loss_fn).item()
+        after = torch.rand(1).item()  # the generator ends where one pass would leave it
+        results.append((loss, after, {n: p.grad.clone() for n, p in emb.named_parameters() if p.grad is not None}))
+    (l_plain, r_plain, g_plain), (l_cached, r_cached, g_cached) = results
+    assert l_plain == l_cached and r_plain == r_cached
+    for n in g_plain:
+        torch.testing.assert_close(g_plain[n], g_cached[n], rtol=0, atol=1e-6, msg=n)
+    # The check has teeth: other masks (another seed for the plain pass) move the gradients.
+    emb.zero_grad(set_to_none=True)
+    torch.manual_seed(2)
+    plain_backward(chunks, loss_fn)
+    assert any((p.grad - g_plain[n]).abs().max() > 1e-4 for n, p in emb.named_parameters() if n in g_plain)
+
+
+def test_memory_grows_with_the_mini_batch_not_the_batch():
+    # bench/gradcache_memory.py at the tiny shape: the plain step's peak of live tensor storage
+    # grows with the batch (every forward's activations wait for the backward); GradCache's is
+    # that of one mini-batch, whatever the batch.
+    spec = importlib.util.spec_from_file_location("gradcache_memory", ROOT / "bench" / "gradcache_memory.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    rows = script.main(["--shape", "tiny", "--batches", "4,16", "--mini-batch", "2", "--seq", "32"])
+    peak = {(r["batch"], r["mini_batch"]): r["peak_bytes"] for r in rows}
+    assert peak[16, None] > 3 * peak[4, None]
+    assert peak[16, 2] < 1.2 * peak[4, 2] and peak[16, 2] < peak[4, None] / 2
+    loss = {(r["batch"], r["mini_batch"]): r["loss"] for r in rows}
+    assert loss[4, None] == loss[4, 2] and loss[16, None] == loss[16, 2]  # same masks, same loss
