@@ -29,7 +29,7 @@ import numpy as np
 
 from .chance import expected_v_measure
 from .hierarchical import N_RESAMPLES, family_effect
-from .stats import holm, paired_test, sign_flip_floor, wilcoxon_signed_rank
+from .stats import holm, paired_test, permutation_p, sign_flip_floor, wilcoxon_signed_rank
 from .verdict import ALPHA, EQUIVALENCE_MARGIN, decide
 
 FAMILY_ORDER = ("sts", "retrieval", "classification", "clustering")
@@ -123,7 +123,7 @@ def _fmt_p(p: float, floor: float, n: int, unit: str) -> str:
         return f"cannot reject with {n} {unit}"
     if p <= floor * (1 + 1e-9):
         return f"{p:.4f} (at its floor)"
-    return f"{p:.4f}" if p < 0.001 else f"{p:.3f}"
+    return f"{p:.1e}" if p < 0.001 else f"{p:.3f}"
 
 
 def _ci(ci) -> str:
@@ -307,9 +307,11 @@ def write_report(runs: dict[str, list[dict]], out: Path, *, comparisons: list[tu
 
     # Every comparison first, then the multiple-comparison adjustments over all of them.
     compared = []
+    # Holm multiplies the smallest bootstrap p, 2 / (1 + R), by the number of verdicts: R grows with them.
+    n_boot = max(N_RESAMPLES, 40 * len(comparisons) * len(families))
     for label, a, b in comparisons:
         for family in families:
-            c = compare(runs[a], runs[b], family)
+            c = compare(runs[a], runs[b], family, n_resamples=n_boot)
             if c["datasets"]:
                 compared.append((label, a, b, family, c))
     verdicts = [_verdict_record(label, a, b, family, c) for label, a, b, family, c in compared]
@@ -321,13 +323,14 @@ def write_report(runs: dict[str, list[dict]], out: Path, *, comparisons: list[tu
     for w, p in zip(wil, holm([w["p_value"] if w["p_floor"] <= ALPHA else math.nan for w in wil])):
         w["p_holm"] = p
     tests = [t for *_, c in compared for ts in c["per_item"].values() for t in ts]
+    _resolve_small_p(compared, runs, m=sum(t["p_floor"] <= ALPHA for t in tests))
     for t, p in zip(tests, holm([t["p_value"] if t["p_floor"] <= ALPHA else math.nan for t in tests])):
         t["p_holm"] = p
     scale = (f"{first['config']['model']}, {first['config']['steps']} steps x {first['config']['batch_size']} queries at "
              f"{first['config']['max_length']} tokens, the `{suite}` suite")
 
     results = {"title": title, "suite": suite, "environments": envs, "commands": commands, "summaries": summaries,
-               "equivalence_margin": EQUIVALENCE_MARGIN, "n_resamples": N_RESAMPLES, "scale": scale,
+               "equivalence_margin": EQUIVALENCE_MARGIN, "n_resamples": n_boot, "scale": scale,
                "chance_levels": chance,
                "holm_families": {
                    "p_holm": f"the {len(made)} verdicts' difference p-values",
@@ -339,7 +342,7 @@ def write_report(runs: dict[str, list[dict]], out: Path, *, comparisons: list[tu
 
     md += ["", "## Verdicts", "",
            f"Effect = first minus second, family average over the seeds both configurations have (configurations at one "
-           f"seed share data order and dropout draws). CIs: hierarchical bootstrap, {N_RESAMPLES} resamples of the "
+           f"seed share data order and dropout draws). CIs: hierarchical bootstrap, {n_boot} resamples of the "
            f"shared seeds and, within each drawn seed, of each dataset's items (the same items for both). Verdict: "
            f"**equivalent** if the 90% CI lies inside +/-{EQUIVALENCE_MARGIN:g} (two one-sided tests at {ALPHA}; the "
            f"margin is fixed in eval/verdict.py before the runs), **different** if the 95% CI excludes 0, otherwise "
@@ -355,7 +358,8 @@ def write_report(runs: dict[str, list[dict]], out: Path, *, comparisons: list[tu
             continue
         md.append(f"| {v['comparison']} ({v['a']} vs {v['b']}) | {v['family']} | {shared} | {v['effect']:+.4f} | "
                   f"{_ci(v['ci95'])} | {_ci(v['ci90'])} | {v['p_value']:.4f} ({v['p_holm']:.4f}) | "
-                  f"{v['p_tost']:.4f} ({v['p_tost_holm']:.4f}) | {v['verdict']} |")
+                  f"{v['p_tost']:.4f} ({v['p_tost_holm']:.4f}) | {v['verdict']}"
+                  + (" (too few items)" if v["why"].startswith("too few") else "") + " |")
 
     pilots = sorted({v["comparison"] for v in made if len(v["seeds"]) < 2})
     md += ["", "## Reading", "",
@@ -382,11 +386,13 @@ def write_report(runs: dict[str, list[dict]], out: Path, *, comparisons: list[tu
         md.append(f"| {label} ({a} vs {b}) | {family} | {n} | {c['diff']:+.4f} | {_fmt_p(w['p_value'], w['p_floor'], n, 'datasets')} | "
                   f"{ph} | {better} / {worse} / {n} |")
 
+    m = sum(t["p_floor"] <= ALPHA for t in tests)
     md += ["", "## Per-item tests, every shared seed", "",
            f"Within one dataset at one seed: paired bootstrap CI over items, paired permutation p (items swapped between "
-           f"the two; STS swaps each model's rank of the pair). A dataset with n <= 5 items cannot reach p < {ALPHA} "
-           f"(floor 2/2^n) and gets no p. Holm: over the {sum(t['p_floor'] <= ALPHA for t in tests)} tests in this "
-           f"section that can reach {ALPHA}."]
+           f"the two; STS swaps each model's rank of the pair), 2000 resamples each; a p within 3 resamples of its Monte "
+           f"Carlo floor 1/(1 + resamples) is recomputed with {40 * m} permutations so that Holm can tell it apart. "
+           f"A dataset with n <= 5 items cannot reach p < {ALPHA} (floor 2/2^n) and gets no p. Holm: over the {m} "
+           f"tests in this section that can reach {ALPHA}."]
     for (label, a, b, family, c) in compared:
         if not c["per_item"]:
             continue
@@ -395,7 +401,8 @@ def write_report(runs: dict[str, list[dict]], out: Path, *, comparisons: list[tu
             for t in ts:
                 unit = ITEM_WORD.get(family, "items")
                 ph = "" if math.isnan(t["p_holm"]) else f"{t['p_holm']:.4f}"
-                md.append(f"| {name} | {t['seed']} | {t['n_items']} | {t['diff']:+.4f} | [{t['ci_low']:+.4f}, {t['ci_high']:+.4f}] | "
+                ci = f"[{t['ci_low']:+.4f}, {t['ci_high']:+.4f}]" if t["p_floor"] <= ALPHA else "too few to resample"
+                md.append(f"| {name} | {t['seed']} | {t['n_items']} | {t['diff']:+.4f} | {ci} | "
                           f"{_fmt_p(t['p_value'], t['p_floor'], t['n_items'], unit)} | {ph} |")
     seeds = {len(s) for s in runs.values()}
     md += ["", "Caveats: " + ("one seed per configuration, so every verdict here is a pilot; " if seeds == {1} else "") +
@@ -407,6 +414,22 @@ def write_report(runs: dict[str, list[dict]], out: Path, *, comparisons: list[tu
     _write(paths["json"], json.dumps(results, indent=2, default=float) + "\n")
     _write(paths["markdown"], "\n".join(md))
     return paths
+
+
+def _resolve_small_p(compared: list, runs: dict[str, list[dict]], m: int) -> None:
+    """Per-item p-values at or next to their Monte Carlo floor 1 / (1 + R) are recomputed with
+    40 m permutations: Holm multiplies the smallest by m, so R = 2000 could never pass 0.05 over
+    hundreds of tests, and 40 m puts that floor at 0.025 after adjustment."""
+    more = max(40 * m, 1)
+    for _, a, b, _, c in compared:
+        by_a = {r["config"].get("seed"): r for r in runs[a]}
+        by_b = {r["config"].get("seed"): r for r in runs[b]}
+        for name, ts in c["per_item"].items():
+            for t in ts:
+                if t["p_floor"] <= ALPHA and t["p_value"] * (1 + t["n_permutations"]) <= 3 and more > t["n_permutations"]:
+                    t["p_value"] = permutation_p(by_a[t["seed"]]["tasks"][name], by_b[t["seed"]]["tasks"][name],
+                                                 n_resamples=more, seed=1)
+                    t["n_permutations"] = more
 
 
 def _verdict_record(label: str, a: str, b: str, family: str, c: dict) -> dict:

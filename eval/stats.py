@@ -179,13 +179,7 @@ def paired_test(result_a: dict, result_b: dict, *, n_resamples: int = 2000, seed
     # draws of n in a row, so the random stream, and every p-value, is that of a resample-by-resample
     # loop (tests/test_eval_stats.py keeps that loop as the reference).
     boot = resampled_diffs(a, b, gold, stat, n_resamples, rng)  # (R,)
-    rows = max(1, RESAMPLE_BLOCK // n)
-    sizes = [min(rows, n_resamples - start) for start in range(0, n_resamples, rows)]
-    perm = np.concatenate([  # a_i and b_i exchanged where w: the null says they are exchangeable
-        stat(np.where(w, b, a), np.where(w, a, b), gold[None])
-        for w in (rng.random((k, n)) < 0.5 for k in sizes)])  # (R,)
-    # a small tolerance so resamples equal to the observed value in exact arithmetic count as ">="
-    exceed = np.abs(perm) >= abs(diff) - 1e-12 * max(1.0, abs(diff))
+    p_value = _permutation_p(a, b, gold, stat, diff, n_resamples, rng)
     boot = boot[np.isfinite(boot)]  # a resample with constant predictions has no correlation
     # None finite (a handful of items, all resamples constant): no interval, not a crash.
     ci_low, ci_high = np.percentile(boot, [2.5, 97.5]) if len(boot) else (math.nan, math.nan)
@@ -193,10 +187,31 @@ def paired_test(result_a: dict, result_b: dict, *, n_resamples: int = 2000, seed
         "diff": diff,
         "ci_low": float(ci_low),
         "ci_high": float(ci_high),
-        "p_value": float((1 + exceed.sum()) / (1 + n_resamples)),
+        "p_value": p_value,
         "p_floor": sign_flip_floor(n),
+        "n_permutations": n_resamples,
         "n_items": n,
     }
+
+
+def _permutation_p(a, b, gold, stat, diff: float, n_resamples: int, rng: np.random.Generator) -> float:
+    n = len(a)
+    rows = max(1, RESAMPLE_BLOCK // n)
+    sizes = [min(rows, n_resamples - start) for start in range(0, n_resamples, rows)]
+    perm = np.concatenate([  # a_i and b_i exchanged where w: the null says they are exchangeable
+        stat(np.where(w, b, a), np.where(w, a, b), gold[None])
+        for w in (rng.random((k, n)) < 0.5 for k in sizes)])  # (R,)
+    # a small tolerance so resamples equal to the observed value in exact arithmetic count as ">="
+    exceed = np.abs(perm) >= abs(diff) - 1e-12 * max(1.0, abs(diff))
+    return float((1 + exceed.sum()) / (1 + n_resamples))
+
+
+def permutation_p(result_a: dict, result_b: dict, *, n_resamples: int, seed: int = 0) -> float:
+    """paired_test's permutation p-value alone: to resolve a p that sits at its Monte Carlo floor
+    1 / (1 + n_resamples) with more resamples, without redoing the bootstrap."""
+    _, a, b, gold, stat = paired_arrays(result_a, result_b)
+    diff = float(stat(a[None], b[None], gold[None])[0])
+    return _permutation_p(a, b, gold, stat, diff, n_resamples, np.random.default_rng(seed))
 
 
 def sign_flip_floor(n: int) -> float:
