@@ -367,7 +367,7 @@ def write_report(runs: dict[str, list[dict]], out: Path, *, comparisons: list[tu
            f"verdicts are about this model and budget, not about MLTP at the paper's scale (a 7B model, full training, "
            f"the full MTEB sets). A comparison at one seed is a pilot: its CI cannot see seed-to-seed variation"
            + (f" ({len(pilots)} of the comparisons here)" if pilots else "") + ". At 2-3 seeds the seed level of the "
-           f"bootstrap has few distinct draws: read its CI as a lower bound on the uncertainty.", ""]
+           "bootstrap has few distinct draws: read its CI as a lower bound on the uncertainty.", ""]
     md += [f"- {reading(v, _family_chance(v, chance))}" for v in verdicts]
 
     md += ["", "## The paper's test: Wilcoxon signed-rank over datasets", "",
