@@ -328,6 +328,8 @@ def write_report(runs: dict[str, list[dict]], out: Path, *, comparisons: list[tu
         t["p_holm"] = p
     scale = (f"{first['config']['model']}, {first['config']['steps']} steps x {first['config']['batch_size']} queries at "
              f"{first['config']['max_length']} tokens, the `{suite}` suite")
+    for v in verdicts:  # each record carries what it is about, for a headline copied from it alone
+        v["scale"], v["n_seeds"] = scale, len(v["seeds"])
 
     results = {"title": title, "suite": suite, "environments": envs, "commands": commands, "summaries": summaries,
                "equivalence_margin": EQUIVALENCE_MARGIN, "n_resamples": n_boot, "scale": scale,

@@ -43,8 +43,8 @@ import numpy as np  # noqa: E402
 from eval.report import _fmt_p, chance_levels, write_report  # noqa: E402
 from eval.sts import spearman  # noqa: E402
 
-REQUIRED = {"comparison", "a", "b", "family", "effect", "ci95", "ci90", "margin", "verdict", "seeds", "p_value", "p_holm",
-            "p_tost", "p_tost_holm"}
+REQUIRED = {"comparison", "a", "b", "family", "effect", "ci95", "ci90", "margin", "verdict", "seeds", "n_seeds", "scale",
+            "p_value", "p_holm", "p_tost", "p_tost_holm"}
 
 
 def synthetic_run(seed, noise, shift=0.0, n=30):
