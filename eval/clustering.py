@@ -16,10 +16,14 @@ V-measure (Rosenberg & Hirschberg 2007; sklearn.metrics.v_measure_score, beta = 
 h = I(C;K) / H(C), c = I(C;K) / H(K), V = 2hc / (h + c); H(C) = 0 -> h = 1, H(K) = 0 -> c = 1,
 h + c = 0 -> V = 0.
 
+Each set's chance level (eval.chance: the expected V-measure of a random partition with the
+predicted cluster sizes) is stored beside its score, since V-measure is not adjusted for chance.
+
 Shapes: n = points in a set, D = width, k = clusters.
 """
 import numpy as np
 
+from .chance import chance_v_measure
 from .sts import to_numpy
 
 
@@ -111,16 +115,20 @@ def score_clustering(emb, labels, sets: list[np.ndarray], *, seed: int = 42) -> 
         raise ValueError(f"{len(y)} labels for {len(x)} embeddings")
     if not sets:
         raise ValueError("sets is empty")
-    scores = []
+    scores, chance = [], []
     for j, idx in enumerate(sets):
         idx = np.asarray(idx, dtype=np.int64)
         if len(idx) == 0 or idx.min() < 0 or idx.max() >= len(x):
             raise ValueError(f"set {j} is empty or indexes outside the {len(x)} embeddings")
         k = len(np.unique(y[idx]))
-        scores.append(v_measure(y[idx], kmeans(x[idx], k, seed=seed)))
+        predicted = kmeans(x[idx], k, seed=seed)  # (n,)
+        scores.append(v_measure(y[idx], predicted))
+        chance.append(chance_v_measure(y[idx], predicted))
     return {
         "main_score": float(np.mean(scores)),
         "v_measures": scores,
+        "chance_level": float(np.mean(chance)),
+        "chance_v_measures": chance,
         "n_items": len(scores),
         "per_item": {"kind": "mean", "values": scores},
     }

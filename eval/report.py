@@ -1,15 +1,19 @@
-"""The study's report: per-family scores with their spread over seeds, paired comparisons, a chart.
+"""The study's report: per-family scores with their spread over seeds, verdicts, tests, a chart.
 
-Input: {configuration: [results.json of seed 0, seed 1, ...]} as written by run.py. Two tests per
-comparison and family, because they answer different questions:
-- the paper's test: Wilcoxon signed-rank across the datasets of the family (pairs = one dataset's
-  main score, averaged over seeds), p < 0.05, no correction. With 2-8 datasets it has little power:
-  with n = 5 the smallest possible two-sided p is 0.0625, so "not significant" is the only outcome.
-- per-item paired tests within each dataset (eval.stats.paired_test: bootstrap over queries,
-  sentence pairs, test items or clustering sets) on seed-matched runs: many more pairs, so they
-  can see what the Wilcoxon cannot, but they speak to these datasets and this seed only.
-Both use only the seeds the two configurations share (`matched_seeds`).
-A difference smaller than the spread between seeds of the same configuration is reported as such.
+Input: {configuration: [results.json of seed 0, seed 1, ...]} as written by run.py. Every
+comparison uses only the seeds its two configurations share (`matched_seeds`). Per comparison and
+family, three layers of evidence, from the one the reading rests on to the narrowest:
+- the verdict (eval.verdict): equivalent / different / undecided at this precision, from a
+  hierarchical bootstrap over seeds and items (eval.hierarchical) and a fixed equivalence margin;
+- the paper's test: Wilcoxon signed-rank across the family's datasets (pairs = one dataset's
+  main score, averaged over the shared seeds). With n datasets its two-sided p cannot go below
+  2 / 2^n (eval.stats.sign_flip_floor): 0.0078 for 8, 0.0625 for 5, 0.25 for 3, 0.5 for 2;
+- per-item paired tests within each dataset at each shared seed (eval.stats.paired_test).
+Multiple comparisons: Holm's adjustment (eval.stats.holm) over every test of one type in one
+report: the verdicts' difference p-values form one family, their equivalence (TOST) p-values
+another, the Wilcoxon p-values a third, and the per-item p-values that can reach 0.05 a fourth.
+Clustering scores are shown beside their chance level (eval.chance), read from the results or,
+for runs that predate it, recomputed from the sets with the gold sizes on both sides.
 No plotting library: the chart is a hand-written SVG.
 """
 from __future__ import annotations
@@ -21,10 +25,15 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from .stats import paired_test, wilcoxon_signed_rank
+import numpy as np
+
+from .chance import expected_v_measure
+from .hierarchical import N_RESAMPLES, family_effect
+from .stats import holm, paired_test, permutation_p, sign_flip_floor, wilcoxon_signed_rank
+from .verdict import ALPHA, EQUIVALENCE_MARGIN, decide
 
 FAMILY_ORDER = ("sts", "retrieval", "classification", "clustering")
-ALPHA = 0.05
+ITEM_WORD = {"sts": "pairs", "retrieval": "queries", "classification": "items", "clustering": "sets"}
 
 
 def _write(path: Path, text: str) -> None:
@@ -71,50 +80,112 @@ def matched_seeds(a: list[dict], b: list[dict]) -> tuple[list[dict], list[dict],
     return [by_a[s] for s in common], [by_b[s] for s in common], common
 
 
-def compare(a: list[dict], b: list[dict], family: str) -> dict:
+def compare(a: list[dict], b: list[dict], family: str, *, n_resamples: int = N_RESAMPLES) -> dict:
     a, b, seeds = matched_seeds(a, b)
     sa, sb = summarise(a), summarise(b)
     names = [n for n, t in sa["tasks"].items() if t["family"] == family and n in sb["tasks"]]
     x = [sa["tasks"][n]["mean"] for n in names]
     y = [sb["tasks"][n]["mean"] for n in names]
-    out = {"datasets": names, "diff": statistics.fmean(x) - statistics.fmean(y) if names else math.nan, "seeds": seeds}
-    out["wilcoxon"] = wilcoxon_signed_rank(x, y) if len(names) >= 1 else None
-    # Per-item tests on matched seeds (seed k of a against seed k of b).
+    out = {"datasets": names, "diff": statistics.fmean(x) - statistics.fmean(y) if names else math.nan, "seeds": seeds,
+           "score_a": statistics.fmean(x) if names else math.nan, "score_b": statistics.fmean(y) if names else math.nan}
+    out["wilcoxon"] = wilcoxon_signed_rank(x, y) | {"p_floor": sign_flip_floor(len(names))} if names else None
+    # Per-item tests at every shared seed (seed k of a against seed k of b); none without a shared seed.
     per_item = {}
-    for n in names:
+    for n in names if seeds else []:
         tests = []
-        for ra, rb in zip(a, b):
+        for seed, ra, rb in zip(seeds, a, b):
             try:
-                tests.append(paired_test(ra["tasks"][n], rb["tasks"][n]))
+                tests.append({"seed": seed, **paired_test(ra["tasks"][n], rb["tasks"][n])})
             except (KeyError, ValueError):
                 pass  # per-item data missing or mismatched (e.g. different suites): no test
         if tests:
-            per_item[n] = tests[0] | {"seeds_tested": len(tests), "seeds_significant": sum(t["p_value"] < ALPHA for t in tests)}
+            per_item[n] = tests
     out["per_item"] = per_item
     spreads = [s for s in (sa["families"].get(family, {}).get("std"), sb["families"].get(family, {}).get("std")) if s is not None]
     out["seed_spread"] = max(spreads) if spreads else None
+    out["effect"], out["no_effect"] = None, None
+    if not names:
+        out["no_effect"] = "no dataset in common"
+    elif not seeds:
+        out["no_effect"] = "no seed in common: the seed-paired bootstrap needs one"
+    else:
+        try:
+            fx = family_effect(a, b, names, n_resamples=n_resamples)
+            out["effect"] = {k: v for k, v in fx.items() if k != "boot"} | decide(fx)
+        except (KeyError, ValueError) as e:
+            out["no_effect"] = f"per-item scores unusable: {e}"
     return out
 
 
-def reading(label: str, a: str, b: str, family: str, c: dict) -> str:
-    """One sentence that says what the numbers support, and what they do not."""
-    d = c["diff"]
-    w = c["wilcoxon"]
-    wins = sum(1 for t in c["per_item"].values() if t["p_value"] < ALPHA and t["diff"] > 0)
-    losses = sum(1 for t in c["per_item"].values() if t["p_value"] < ALPHA and t["diff"] < 0)
-    n = len(c["datasets"])
-    noise = c["seed_spread"] is not None and abs(d) <= c["seed_spread"]
-    head = f"{label}, {family}: {a} {'+' if d >= 0 else ''}{d:.4f} vs {b}"
-    if w and w["p_value"] < ALPHA and not noise:
-        verdict = f"a consistent difference (Wilcoxon p={w['p_value']:.3f} over {n} datasets)"
-    elif wins or losses:
-        verdict = (f"the Wilcoxon test over {n} datasets cannot tell (p={w['p_value']:.3f}); per-item tests find "
-                   f"{a} better on {wins} and worse on {losses} of {n} datasets")
+def _fmt_p(p: float, floor: float, n: int, unit: str) -> str:
+    """A p-value as the report prints it: never a floor passed off as evidence."""
+    if floor > ALPHA:
+        return f"cannot reject with {n} {unit}"
+    if p <= floor * (1 + 1e-9):
+        return f"{p:.4f} (at its floor)"
+    return f"{p:.1e}" if p < 0.001 else f"{p:.3f}"
+
+
+def _ci(ci) -> str:
+    return f"[{ci[0]:+.4f}, {ci[1]:+.4f}]"
+
+
+def reading(v: dict, chance: float | None = None) -> str:
+    """One sentence per comparison and family, from the verdict record by fixed rules."""
+    head = f"{v['comparison']} ({v['a']} vs {v['b']}), {v['family']}"
+    if v["verdict"] is None:
+        return f"{head}: no verdict ({v['why']})."
+    n = len(v["seeds"])
+    if n < 2:
+        seeds = f"one seed ({v['seeds'][0]}): a pilot, its CI counts items only"
     else:
-        verdict = f"no difference distinguishable from noise (Wilcoxon p={w['p_value']:.3f} over {n} datasets, no per-item test below {ALPHA})" if w else "no data"
-    if noise:
-        verdict += f"; the difference is within the spread between seeds ({c['seed_spread']:.4f})"
-    return f"{head}: {verdict}."
+        ahead = sum(e > 0 for e in v["per_seed"])
+        seeds = f"{n} seeds ({', '.join(map(str, v['seeds']))}), {v['a']} ahead at {ahead} of {n}"
+    text = (f"{head}: **{v['verdict']}** ({v['why']}); effect {v['effect']:+.4f}, 95% CI {_ci(v['ci95'])}, "
+            f"90% CI {_ci(v['ci90'])}, margin +/-{v['margin']:g}; {seeds}")
+    if v["verdict"] == "different" and not v["p_holm"] < ALPHA:
+        text += f"; not significant after Holm's adjustment over the report's verdicts (p = {v['p_holm']:.3f})"
+    if v["verdict"] == "equivalent" and not v["p_tost_holm"] < ALPHA:
+        text += f"; the equivalence does not survive Holm's adjustment (TOST p = {v['p_tost_holm']:.3f})"
+    if v["verdict"] == "equivalent" and v["excludes_zero"]:
+        text += "; the 95% CI excludes 0: a real difference, smaller than the margin"
+    if chance is not None:
+        text += f"; chance level {chance:.3f}, which {v['a']} exceeds by {v['score_a'] - chance:+.3f} and {v['b']} by {v['score_b'] - chance:+.3f}"
+    return text + "."
+
+
+def chance_levels(runs: dict[str, list[dict]]) -> dict[str, dict]:
+    """Per clustering dataset: its chance level and where it comes from (see the module note)."""
+    results = {}
+    for seeds in runs.values():
+        for res in seeds:
+            for name, t in res["tasks"].items():
+                if t["family"] == "clustering":
+                    results.setdefault(name, []).append((res, t))
+    out = {}
+    for name, found in results.items():
+        stored = [t["chance_level"] for _, t in found if "chance_level" in t]
+        if len(stored) == len(found):
+            out[name] = {"level": statistics.fmean(stored), "source": "expected V-measure at each run's predicted cluster sizes, mean over runs"}
+            continue
+        level = _gold_size_chance(name, found[0][0], found[0][1])
+        if level is not None:
+            out[name] = {"level": level, "source": "expected V-measure at the gold sizes (these runs store no cluster sizes)"}
+    return out
+
+
+def _gold_size_chance(name: str, res: dict, task: dict) -> float | None:
+    from .tasks import build_task, resolve_data_dir
+    for where in (res.get("config", {}).get("data_dir"), None):
+        try:
+            data = build_task(name, resolve_data_dir(where), suite=task.get("suite", res.get("suite", "full")))
+        except (FileNotFoundError, ValueError, KeyError, OSError):
+            continue
+        if len(data.sets) != len(task.get("v_measures", data.sets)):
+            return None  # not the sets these runs were scored on
+        sizes = [np.unique(data.labels[s], return_counts=True)[1] for s in data.sets]
+        return float(np.mean([expected_v_measure(c, c) for c in sizes]))
+    return None
 
 
 def bar_chart(summaries: dict[str, dict], families: list[str], title: str) -> str:
@@ -219,43 +290,163 @@ def write_report(runs: dict[str, list[dict]], out: Path, *, comparisons: list[tu
             cells.append("" if not st else f"{st['mean']:.4f}" + (f" ± {st['std']:.4f}" if st["std"] else ""))
         md.append(f"| {name} | {len(runs[name])} | " + " | ".join(cells) + " |")
 
-    md += ["", "## Per dataset (main score, mean over seeds)", "", "| dataset | family | " + " | ".join(summaries) + " |",
-           "|---|---|" + "---|" * len(summaries)]
-    for task, t in next(iter(summaries.values()))["tasks"].items():
-        md.append(f"| {task} | {t['family']} | " + " | ".join(f"{s['tasks'][task]['mean']:.4f}" if task in s["tasks"] else "" for s in summaries.values()) + " |")
+    chance = chance_levels(runs)
+    if chance:
+        fam = statistics.fmean(c["level"] for c in chance.values())
+        md += ["", f"Clustering's chance level (the expected V-measure of a random partition with the same cluster sizes, "
+                   f"eval.chance) averages {fam:.4f} over its datasets: read clustering scores against it, not against 0."]
 
-    results = {"title": title, "suite": suite, "environments": envs, "commands": commands, "summaries": summaries, "comparisons": []}
-    md += ["", "## Comparisons", "",
-           f"diff = first minus second, family average over the seeds both configurations have (seeds: which; "
-           f"configurations at one seed share data order and dropout draws). W p = Wilcoxon signed-rank over datasets "
-           f"(the paper's test). Per-item: datasets where a paired bootstrap over items finds the first better / worse "
-           f"at p < {ALPHA} (the first shared seed). Seed spread: the larger std over those seeds.", "",
-           "| comparison | family | seeds | diff | W p | per-item better / worse / n | seed spread |", "|---|---|---|---|---|---|---|"]
-    sentences = []
+    md += ["", "## Per dataset (main score, mean over seeds)", "",
+           "n: the items a dataset's score rests on (pairs, queries, test items, clustering sets). Chance: clustering only.", "",
+           "| dataset | family | n | chance | " + " | ".join(summaries) + " |", "|---|---|---|---|" + "---|" * len(summaries)]
+    for task, t in next(iter(summaries.values()))["tasks"].items():
+        n_items = next((s["tasks"][task].get("n_items") for seeds in runs.values() for s in seeds if task in s["tasks"]), None)
+        level = f"{chance[task]['level']:.4f}" if task in chance else ""
+        md.append(f"| {task} | {t['family']} | {n_items or ''} | {level} | "
+                  + " | ".join(f"{s['tasks'][task]['mean']:.4f}" if task in s["tasks"] else "" for s in summaries.values()) + " |")
+
+    # Every comparison first, then the multiple-comparison adjustments over all of them.
+    compared = []
+    # Holm multiplies the smallest bootstrap p, 2 / (1 + R), by the number of verdicts: R grows with them.
+    n_boot = max(N_RESAMPLES, 40 * len(comparisons) * len(families))
     for label, a, b in comparisons:
         for family in families:
-            c = compare(runs[a], runs[b], family)
-            if not c["datasets"]:
-                continue
-            results["comparisons"].append({"label": label, "a": a, "b": b, "family": family, **c})
-            wins = sum(1 for t in c["per_item"].values() if t["p_value"] < ALPHA and t["diff"] > 0)
-            losses = sum(1 for t in c["per_item"].values() if t["p_value"] < ALPHA and t["diff"] < 0)
-            wp = c["wilcoxon"]["p_value"] if c["wilcoxon"] else math.nan
-            spread = "" if c["seed_spread"] is None else f"{c['seed_spread']:.4f}"
-            shared = ", ".join(map(str, c["seeds"])) or "none shared"
-            md.append(f"| {label} ({a} vs {b}) | {family} | {shared} | {c['diff']:+.4f} | {wp:.3f} | {wins} / {losses} / {len(c['datasets'])} | {spread} |")
-            sentences.append(reading(label, a, b, family, c))
-    md += ["", "## Reading", "", "What the numbers support, comparison by comparison (generated from the table above, "
-           "by fixed rules: a Wilcoxon p < 0.05 with a difference larger than the seed spread counts as consistent):", ""]
-    md += [f"- {s}" for s in sentences]
+            c = compare(runs[a], runs[b], family, n_resamples=n_boot)
+            if c["datasets"]:
+                compared.append((label, a, b, family, c))
+    verdicts = [_verdict_record(label, a, b, family, c) for label, a, b, family, c in compared]
+    made = [v for v in verdicts if v["verdict"] is not None]
+    for key, adjusted in (("p_value", "p_holm"), ("p_tost", "p_tost_holm")):
+        for v, p in zip(made, holm([v[key] for v in made])):
+            v[adjusted] = p
+    wil = [c["wilcoxon"] for *_, c in compared]
+    for w, p in zip(wil, holm([w["p_value"] if w["p_floor"] <= ALPHA else math.nan for w in wil])):
+        w["p_holm"] = p
+    tests = [t for *_, c in compared for ts in c["per_item"].values() for t in ts]
+    _resolve_small_p(compared, runs, m=sum(t["p_floor"] <= ALPHA for t in tests))
+    for t, p in zip(tests, holm([t["p_value"] if t["p_floor"] <= ALPHA else math.nan for t in tests])):
+        t["p_holm"] = p
+    scale = (f"{first['config']['model']}, {first['config']['steps']} steps x {first['config']['batch_size']} queries at "
+             f"{first['config']['max_length']} tokens, the `{suite}` suite")
+    for v in verdicts:  # each record carries what it is about, for a headline copied from it alone
+        v["scale"], v["n_seeds"] = scale, len(v["seeds"])
+
+    results = {"title": title, "suite": suite, "environments": envs, "commands": commands, "summaries": summaries,
+               "equivalence_margin": EQUIVALENCE_MARGIN, "n_resamples": n_boot, "scale": scale,
+               "chance_levels": chance,
+               "holm_families": {
+                   "p_holm": f"the {len(made)} verdicts' difference p-values",
+                   "p_tost_holm": f"the {len(made)} verdicts' equivalence (TOST) p-values",
+                   "wilcoxon.p_holm": f"the {sum(w['p_floor'] <= ALPHA for w in wil)} Wilcoxon tests that can reach {ALPHA}",
+                   "per_item.p_holm": f"the {sum(t['p_floor'] <= ALPHA for t in tests)} per-item tests that can reach {ALPHA}"},
+               "verdicts": verdicts,
+               "comparisons": [{"label": label, "a": a, "b": b, "family": family, **c} for label, a, b, family, c in compared]}
+
+    md += ["", "## Verdicts", "",
+           f"Effect = first minus second, family average over the seeds both configurations have (configurations at one "
+           f"seed share data order and dropout draws). CIs: hierarchical bootstrap, {n_boot} resamples of the "
+           f"shared seeds and, within each drawn seed, of each dataset's items (the same items for both). Verdict: "
+           f"**equivalent** if the 90% CI lies inside +/-{EQUIVALENCE_MARGIN:g} (two one-sided tests at {ALPHA}; the "
+           f"margin is fixed in eval/verdict.py before the runs), **different** if the 95% CI excludes 0, otherwise "
+           f"**undecided at this precision**; undecided too when a dataset has too few items to resample. p: the "
+           f"bootstrap's two-sided p for a difference; TOST p: the larger one-sided p for equivalence; each with its Holm "
+           f"adjustment over the {len(made)} verdicts of this report in brackets (one family of tests for each).", "",
+           "| comparison | family | seeds | effect | 95% CI | 90% CI | p (Holm) | TOST p (Holm) | verdict |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for v in verdicts:
+        shared = ", ".join(map(str, v["seeds"])) or "none shared"
+        if v["verdict"] is None:
+            md.append(f"| {v['comparison']} ({v['a']} vs {v['b']}) | {v['family']} | {shared} | {v['diff']:+.4f} | | | | | no verdict: {v['why']} |")
+            continue
+        md.append(f"| {v['comparison']} ({v['a']} vs {v['b']}) | {v['family']} | {shared} | {v['effect']:+.4f} | "
+                  f"{_ci(v['ci95'])} | {_ci(v['ci90'])} | {v['p_value']:.4f} ({v['p_holm']:.4f}) | "
+                  f"{v['p_tost']:.4f} ({v['p_tost_holm']:.4f}) | {v['verdict']}"
+                  + (" (too few items)" if v["why"].startswith("too few") else "") + " |")
+
+    pilots = sorted({v["comparison"] for v in made if len(v["seeds"]) < 2})
+    md += ["", "## Reading", "",
+           f"Generated from the verdicts above by fixed rules (eval/report.py `reading`). Scale: {scale}; these "
+           f"verdicts are about this model and budget, not about MLTP at the paper's scale (a 7B model, full training, "
+           f"the full MTEB sets). A comparison at one seed is a pilot: its CI cannot see seed-to-seed variation"
+           + (f" ({len(pilots)} of the comparisons here)" if pilots else "") + ". At 2-3 seeds the seed level of the "
+           "bootstrap has few distinct draws: read its CI as a lower bound on the uncertainty.", ""]
+    md += [f"- {reading(v, _family_chance(v, chance))}" for v in verdicts]
+
+    md += ["", "## The paper's test: Wilcoxon signed-rank over datasets", "",
+           f"Pairs: one dataset's main score, mean over the shared seeds. With n datasets no two-sided p can fall below "
+           f"2/2^n (n=8: 0.0078, n=5: 0.0625, n=3: 0.25, n=2: 0.5): where that floor is above {ALPHA} the test cannot "
+           f"reject whatever the effect, and a p at its floor is marked. Holm: over the {sum(w['p_floor'] <= ALPHA for w in wil)} "
+           f"tests of this table that can reach {ALPHA}. Per-item: datasets where a per-item test (below) finds the first "
+           f"better / worse at Holm-adjusted p < {ALPHA}, at any seed.", "",
+           "| comparison | family | datasets | diff | p | p (Holm) | per-item better / worse / n |", "|---|---|---|---|---|---|---|"]
+    for (label, a, b, family, c) in compared:
+        w = c["wilcoxon"]
+        n = len(c["datasets"])
+        better = sum(any(t["p_holm"] < ALPHA and t["diff"] > 0 for t in ts) for ts in c["per_item"].values())
+        worse = sum(any(t["p_holm"] < ALPHA and t["diff"] < 0 for t in ts) for ts in c["per_item"].values())
+        ph = "" if math.isnan(w["p_holm"]) else f"{w['p_holm']:.4f}"
+        md.append(f"| {label} ({a} vs {b}) | {family} | {n} | {c['diff']:+.4f} | {_fmt_p(w['p_value'], w['p_floor'], n, 'datasets')} | "
+                  f"{ph} | {better} / {worse} / {n} |")
+
+    m = sum(t["p_floor"] <= ALPHA for t in tests)
+    md += ["", "## Per-item tests, every shared seed", "",
+           f"Within one dataset at one seed: paired bootstrap CI over items, paired permutation p (items swapped between "
+           f"the two; STS swaps each model's rank of the pair), 2000 resamples each; a p within 3 resamples of its Monte "
+           f"Carlo floor 1/(1 + resamples) is recomputed with {40 * m} permutations so that Holm can tell it apart. "
+           f"A dataset with n <= 5 items cannot reach p < {ALPHA} (floor 2/2^n) and gets no p. Holm: over the {m} "
+           f"tests in this section that can reach {ALPHA}."]
+    for (label, a, b, family, c) in compared:
+        if not c["per_item"]:
+            continue
+        md += ["", f"### {label} ({a} vs {b}), {family}", "", "| dataset | seed | n | diff | 95% CI | p | p (Holm) |", "|---|---|---|---|---|---|---|"]
+        for name, ts in c["per_item"].items():
+            for t in ts:
+                unit = ITEM_WORD.get(family, "items")
+                ph = "" if math.isnan(t["p_holm"]) else f"{t['p_holm']:.4f}"
+                ci = f"[{t['ci_low']:+.4f}, {t['ci_high']:+.4f}]" if t["p_floor"] <= ALPHA else "too few to resample"
+                md.append(f"| {name} | {t['seed']} | {t['n_items']} | {t['diff']:+.4f} | {ci} | "
+                          f"{_fmt_p(t['p_value'], t['p_floor'], t['n_items'], unit)} | {ph} |")
     seeds = {len(s) for s in runs.values()}
-    md += ["", "Caveats: " + ("one seed per configuration, so the spread between seeds is unknown and every difference "
-                              "may be seed noise; " if seeds == {1} else "") +
-           "the Wilcoxon test over 2-8 datasets rarely reaches p < 0.05 whatever the effect; per-item tests are "
-           "uncorrected for the number of datasets and comparisons.", "", "![scores per family](chart.svg)", ""]
+    md += ["", "Caveats: " + ("one seed per configuration, so every verdict here is a pilot; " if seeds == {1} else "") +
+           "per-item tests speak to one dataset at one seed; Monte Carlo p-values cannot go below 1/(1 + resamples).",
+           "", "![scores per family](chart.svg)", ""]
 
     paths = {"markdown": out / "report.md", "json": out / "report.json", "chart": out / "chart.svg"}
     _write(paths["chart"], bar_chart(summaries, families, title))
     _write(paths["json"], json.dumps(results, indent=2, default=float) + "\n")
     _write(paths["markdown"], "\n".join(md))
     return paths
+
+
+def _resolve_small_p(compared: list, runs: dict[str, list[dict]], m: int) -> None:
+    """Per-item p-values at or next to their Monte Carlo floor 1 / (1 + R) are recomputed with
+    40 m permutations: Holm multiplies the smallest by m, so R = 2000 could never pass 0.05 over
+    hundreds of tests, and 40 m puts that floor at 0.025 after adjustment."""
+    more = max(40 * m, 1)
+    for _, a, b, _, c in compared:
+        by_a = {r["config"].get("seed"): r for r in runs[a]}
+        by_b = {r["config"].get("seed"): r for r in runs[b]}
+        for name, ts in c["per_item"].items():
+            for t in ts:
+                if t["p_floor"] <= ALPHA and t["p_value"] * (1 + t["n_permutations"]) <= 3 and more > t["n_permutations"]:
+                    t["p_value"] = permutation_p(by_a[t["seed"]]["tasks"][name], by_b[t["seed"]]["tasks"][name],
+                                                 n_resamples=more, seed=1)
+                    t["n_permutations"] = more
+
+
+def _verdict_record(label: str, a: str, b: str, family: str, c: dict) -> dict:
+    """The machine-readable verdict of one comparison and family (report.json "verdicts")."""
+    fx = c["effect"] or {}
+    return {"comparison": label, "a": a, "b": b, "family": family, "verdict": fx.get("verdict"),
+            "why": fx.get("why", c["no_effect"]), "effect": fx.get("effect"), "diff": c["diff"],
+            "ci95": fx.get("ci95"), "ci90": fx.get("ci90"), "margin": EQUIVALENCE_MARGIN,
+            "excludes_zero": fx.get("excludes_zero"), "seeds": c["seeds"], "per_seed": fx.get("per_seed"),
+            "p_value": fx.get("p_value"), "p_holm": None, "p_tost": fx.get("p_tost"), "p_tost_holm": None,
+            "datasets": c["datasets"], "n_items": fx.get("n_items"),
+            "score_a": c["score_a"], "score_b": c["score_b"]}
+
+
+def _family_chance(v: dict, chance: dict) -> float | None:
+    if v["family"] != "clustering" or v["verdict"] is None or not all(n in chance for n in v["datasets"]):
+        return None
+    return statistics.fmean(chance[n]["level"] for n in v["datasets"])

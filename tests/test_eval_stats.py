@@ -101,9 +101,13 @@ def test_paired_rejects_mismatched_items():
 
 
 def _loop_paired_test(a, b, gold, kind, n_resamples, seed):
-    # The resample-by-resample loop paired_test had until 2026-12-02 (one resample at a time, on
-    # eval.sts's scalar average_ranks / pearson): the reference for the vectorised one.
+    # paired_test written as a plain resample-by-resample loop on eval.sts's scalar average_ranks /
+    # pearson: the reference for the vectorised one. For Spearman each model's predictions are
+    # replaced by their ranks first, so the permutation swaps ranks.
     from eval.sts import average_ranks, pearson
+
+    if kind == "spearman":
+        a, b = average_ranks(a), average_ranks(b)
 
     def stat(x, y, gold_ranks):
         if kind == "mean":
@@ -152,3 +156,62 @@ def test_paired_test_equals_the_resample_by_resample_loop(kind, n, monkeypatch):
         diff, lo, hi, p = _loop_paired_test(a, b, gold, kind, 401, 5)
         assert out["p_value"] == p
         np.testing.assert_allclose([out["diff"], out["ci_low"], out["ci_high"]], [diff, lo, hi], rtol=0, atol=1e-12)
+
+
+# ---------------------------------------------------------------- against scipy / statsmodels
+@pytest.fixture(scope="module")
+def stats_ref(fixtures_dir):
+    # scripts/fixtures/stats_reference.py: statsmodels, scipy and scikit-learn values
+    return json.loads((fixtures_dir / "eval" / "stats_reference.json").read_text())
+
+
+def test_holm_matches_statsmodels(stats_ref):
+    from eval.stats import holm
+
+    for case in stats_ref["holm"]:
+        np.testing.assert_allclose(holm(case["p"]), case["holm"], rtol=1e-12, atol=0)
+    # A test that was not made (NaN) stays out of m and out of the answer.
+    first = stats_ref["holm"][0]
+    out = holm(first["p"][:2] + [float("nan")] + first["p"][2:])
+    assert np.isnan(out[2])
+    np.testing.assert_allclose(out[:2] + out[3:], first["holm"], rtol=1e-12)
+
+
+def test_sign_flip_floor_is_scipys_exact_wilcoxon_at_its_most_extreme(stats_ref):
+    from eval.stats import sign_flip_floor
+
+    for case in stats_ref["wilcoxon_floors"]:
+        assert sign_flip_floor(case["n"]) == pytest.approx(case["p"], rel=1e-12)
+        d = np.arange(1.0, case["n"] + 1)
+        assert wilcoxon_signed_rank(d, np.zeros(case["n"]))["p_value"] == pytest.approx(case["p"], rel=1e-12)
+
+
+def test_vectorised_spearman_matches_scipy(stats_ref):
+    from eval.stats import _codes, pearson_rows, rank_codes
+
+    for case in stats_ref["spearman"]:
+        x, y = _codes(case["x"])[None], _codes(case["y"])[None]  # (1, n)
+        assert pearson_rows(rank_codes(x), rank_codes(y))[0] == pytest.approx(case["spearman"], abs=1e-12)
+
+
+def test_spearman_permutation_swaps_ranks_not_cosines(stats_ref):
+    # scipy's exact permutation test over all 2^12 within-pair swaps OF THE RANKS; swapping the raw
+    # cosines (b's are squeezed into 0.95..0.99) gives another p, far enough away to tell apart.
+    case = stats_ref["rank_swap"]
+    a = {"per_item": {"kind": "spearman", "pred": case["pred_a"], "gold": case["gold"]}}
+    b = {"per_item": {"kind": "spearman", "pred": case["pred_b"], "gold": case["gold"]}}
+    out = paired_test(a, b, n_resamples=20000, seed=3)
+    assert out["diff"] == pytest.approx(case["diff"], abs=1e-12)
+    exact = case["p_rank_swap"]
+    assert abs(case["p_raw_swap"] - exact) > 0.2
+    assert out["p_value"] == pytest.approx(exact, abs=4 * np.sqrt(exact * (1 - exact) / 20000) + 1e-4)
+    assert out["p_floor"] == pytest.approx(2.0 ** -11)
+
+
+def test_rank_codes_equals_average_ranks_per_row():
+    from eval.stats import rank_codes
+    from eval.sts import average_ranks
+
+    rng = np.random.default_rng(4)
+    codes = rng.integers(0, 7, size=(50, 13))  # many ties
+    np.testing.assert_array_equal(rank_codes(codes), np.stack([average_ranks(r) for r in codes]))

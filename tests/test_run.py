@@ -118,7 +118,9 @@ def test_sweep_resumes_and_skips_finished_configurations(tiny, tmp_path, capsys)
     assert "[skip] M3-mltp seed 0" in printed and (tmp_path / "A1-mltp-noW" / "seed-0" / "results.json").exists()
     report = (tmp_path / "report.md").read_text()
     assert "| layer weights: on vs off, all blocks (M3-mltp vs A1-mltp-noW) | sts |" in report
-    assert "layer weights: on vs off, all blocks, clustering: M3-mltp" in report  # the plain-language reading
+    assert "- layer weights: on vs off, all blocks (M3-mltp vs A1-mltp-noW), clustering: **" in report  # the reading
+    verdicts = json.loads((tmp_path / "report.json").read_text())["verdicts"]
+    assert {v["family"] for v in verdicts} == {"sts", "retrieval", "classification", "clustering"}
     # Both commands that produced runs are listed, the first one with its time limit.
     assert f"`python run.py {' '.join(argv + ['--time-limit', '0.0001', '--no-report'])}`; `python run.py {' '.join(argv)}`" in report
     assert (tmp_path / "chart.svg").exists()
