@@ -101,8 +101,8 @@ def test_paired_rejects_mismatched_items():
 
 
 def _loop_paired_test(a, b, gold, kind, n_resamples, seed):
-    # The resample-by-resample loop paired_test had until 2026-12-02 (one resample at a time, on
-    # eval.sts's scalar average_ranks / pearson): the reference for the vectorised one.
+    # The resample-by-resample loop paired_test once had (one resample at a time, on eval.sts's
+    # scalar average_ranks / pearson): the reference for the vectorised one.
     from eval.sts import average_ranks, pearson
 
     def stat(x, y, gold_ranks):
