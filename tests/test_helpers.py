@@ -10,7 +10,7 @@ import torch
 import eval.tasks
 from eval import loaders
 from mltp.atomic import atomic_write_text
-from mltp.sources import STS_INSTRUCTION, stsb_pairs
+from mltp.sources import STS_INSTRUCTION, trecqa_pairs
 from mltp.textfile import open_text
 
 BOM = "\ufeff"
@@ -18,8 +18,7 @@ BOM = "\ufeff"
 
 @pytest.mark.parametrize("gz", [False, True])
 def test_evaluation_reads_a_file_that_starts_with_a_byte_order_mark(tmp_path, gz):
-    # Before training and evaluation shared one opener, evaluation read UTF-8 with the mark kept,
-    # and the first JSON line failed to parse.
+    # A mark left in the text would make the first JSON line unparsable.
     path = tmp_path / ("queries.jsonl.gz" if gz else "queries.jsonl")
     data = (BOM + '{"_id": "q1", "text": "first"}\n{"_id": "q2", "text": "second"}\n').encode("utf-8")
     path.write_bytes(gzip.compress(data) if gz else data)
@@ -28,13 +27,12 @@ def test_evaluation_reads_a_file_that_starts_with_a_byte_order_mark(tmp_path, gz
     assert loaders.read_beir_queries(path) == {"q1": "first", "q2": "second"}
 
 
-def test_training_reader_sees_no_byte_order_mark(tmp_path):
-    path = tmp_path / "sts" / "stsbenchmark" / "sts-train.csv"
+def test_training_reads_a_file_that_starts_with_a_byte_order_mark(tmp_path):
+    # TREC-QA's reader checks its header, which a mark left in the text would spoil.
+    path = tmp_path / "training" / "trecqa_wang" / "train.csv"
     path.parent.mkdir(parents=True)
-    rows = [f"g\tf\ty\t{i:04d}\t{score}\tSentence {i} a.\tSentence {i} b.\n" for i, score in enumerate(["5.0", "0.2", "4.8"])]
-    path.write_text(BOM + "".join(rows), encoding="utf-8")
-    pairs = stsb_pairs(tmp_path, random.Random(0))
-    assert pairs and all(BOM not in p.query + p.positive + (p.negative or "") for p in pairs)
+    path.write_text(BOM + "qtext,label,atext\nWho?,1,Ann.\nWho?,0,Bob.\n", encoding="utf-8")
+    assert [(p.query, p.positive, p.negative) for p in trecqa_pairs(tmp_path, random.Random(0))] == [("Who?", "Ann.", "Bob.")]
 
 
 def test_a_missing_file_names_its_path_on_both_sides(tmp_path):
