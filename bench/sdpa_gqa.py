@@ -4,10 +4,10 @@
 
 A padded batch needs a mask; SDPA's flash kernel takes no mask, and (in the torch versions we
 read) the memory-efficient kernel takes no `enable_gqa`, so masked GQA may fall to the math kernel.
-mltp expands K/V to H heads when a mask is present on CUDA. This times, at each benchmark shape's
+transformers expands K/V to H heads when a mask is present. This times, at each benchmark shape's
 attention (B texts x T tokens, H query heads, K KV heads), forward + backward of:
-- `gqa+mask`: what SDPA gets without the expansion,
-- `expand+mask`: what mltp runs (K/V repeated to H heads, then SDPA with the mask),
+- `gqa+mask`: what SDPA gets without the expansion (what mltp runs; bench/README.md says why),
+- `expand+mask`: K/V repeated to H heads, then SDPA with the mask,
 - `gqa, causal, no mask`: the flash path an unpadded batch would get, for scale.
 Outputs are compared (the expansion must not change the math) before timing.
 """

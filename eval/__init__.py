@@ -1,7 +1,8 @@
 """Evaluators for text embeddings, MTEB-style, on the benchmark files in shared/data.
 
-Any encoder with `encode(texts, instruction=None) -> (N, D)` can be evaluated; nothing here
-imports mltp. The task half (registry, suites, evaluate) lives in eval/tasks.py, the metric
+Any encoder with `encode(texts, instruction=None) -> (N, D)` can be evaluated. From mltp this
+package takes only what training must share with it (the file opener and writer, the STS
+instruction), never the model. The task half (registry, suites, evaluate) lives in eval/tasks.py, the metric
 half in eval/{sts,retrieval,classification,clustering,stats}.py.
 """
 from .tasks import (

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import csv
 import functools
-import gzip
 import io
 import json
 from pathlib import Path
+
+from mltp import textfile
 
 # Where each dataset folder comes from, for the FileNotFoundError message (MANIFEST.md "source").
 SOURCES = {
@@ -65,13 +66,8 @@ def _missing(path: Path) -> FileNotFoundError:
 
 
 def open_text(path: Path) -> io.TextIOBase:
-    """Open a data file as UTF-8 text; a '.gz' name is decompressed on the fly."""
-    path = Path(path)
-    if not path.is_file():
-        raise _missing(path)
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
+    """mltp.textfile.open_text (the opener training shares), with this module's missing-file message."""
+    return textfile.open_text(path, missing=_missing)
 
 
 def _nonempty(rows: list, path: Path) -> list:

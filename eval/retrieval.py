@@ -20,9 +20,11 @@ Shapes: Q = queries, N = corpus docs, C = docs in one chunk, K = docs kept per q
 import numpy as np
 import torch
 
+from .sts import to_numpy
+
 
 def _unit_rows(x, name: str) -> torch.Tensor:
-    t = torch.as_tensor(x.detach().cpu() if hasattr(x, "detach") else np.asarray(x), dtype=torch.float64)
+    t = torch.from_numpy(to_numpy(x))  # (rows, D) float64
     if t.ndim != 2:
         raise ValueError(f"{name} must be 2-D (rows, D), got shape {tuple(t.shape)}")
     if not torch.isfinite(t).all():

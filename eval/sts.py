@@ -16,6 +16,7 @@ import numpy as np
 
 def to_numpy(x, dtype=np.float64) -> np.ndarray:
     # Accept torch tensors (any float dtype, bf16 included) or array-likes, without importing torch.
+    # The one converter of eval/: the scorers compute in float64, eval/tasks.py stores in float32.
     if hasattr(x, "detach"):
         x = x.detach().cpu().double().numpy()
     return np.asarray(x, dtype=dtype)

@@ -45,7 +45,10 @@ from typing import Callable
 
 import numpy as np
 
+from mltp.sources import STS_INSTRUCTION
+
 from . import loaders
+from .sts import to_numpy
 
 FAMILIES = ("sts", "retrieval", "classification", "clustering")
 SUITES = ("quick", "study", "full")
@@ -98,8 +101,6 @@ LEFT_OUT = {
     "FiQA2018": "corpus not available (queries/qrels only); see MANIFEST 'Wanted but not obtained'",
     "Touche2020": "corpus not available; anserini qrels keep positives only",
 }
-
-STS_INSTRUCTION = "Retrieve semantically similar text."  # E5-mistral: one instruction for all STS
 
 
 # ---------------------------------------------------------------------------------------------
@@ -488,16 +489,12 @@ def evaluation_texts(data_dir=None, tasks="full") -> set[str]:
 # ---------------------------------------------------------------------------------------------
 # Encoding and scoring.
 
-def _to_numpy(x) -> np.ndarray:
-    if hasattr(x, "detach"):  # torch tensor, without importing torch here
-        x = x.detach().cpu().float().numpy()
-    return np.asarray(x)
-
-
 def encode_texts(encoder, texts: list[str], instruction: str | None) -> np.ndarray:
     """Encode each distinct text once and scatter back: (N, D) rows aligned with `texts`."""
     unique = list(dict.fromkeys(texts))
-    emb = _to_numpy(encoder.encode(unique, instruction=instruction))  # (U, D)
+    # float32 whatever the encoder returns: half the memory of a large corpus, and the scorers
+    # compute in float64 anyway
+    emb = to_numpy(encoder.encode(unique, instruction=instruction), np.float32)  # (U, D)
     if emb.ndim != 2 or emb.shape[0] != len(unique):
         raise ValueError(f"encoder.encode returned shape {emb.shape} for {len(unique)} texts; expected (N, D)")
     row = {t: i for i, t in enumerate(unique)}

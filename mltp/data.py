@@ -16,7 +16,7 @@ every source at least ~130 times (TREC-QA, the smallest).
 Instructions: the embedder prepends `row_instruction(row)` (its source's, or a --train-data row's
 own) to the query; where `is_symmetric(row.source)` is True (MRPC, STS: both sides are the same kind of text) it prepends
 it to the positive and the negative as well, as the paper's evaluation does for non-retrieval
-tasks (paper.md, "Training recipe").
+tasks (arXiv 2409.02727; yixuantt/PoolingAndAttn, eval_instruction.py).
 """
 from __future__ import annotations
 
@@ -88,7 +88,14 @@ def build_mixture_with_dropped(
     exclude_texts: set[str] | None = None,
     include_classification: bool = False,
 ) -> tuple[list[Pair], dict[str, int]]:
-    """build_mixture, plus {source: rows dropped by decontamination} for mixture_report."""
+    """Shuffled (query, positive, negative) rows from TRAIN splits only, the same for the same
+    seed, and {source: rows dropped by decontamination} for mixture_report.
+
+    exclude_texts: every evaluation text (raw; normalised here). Any row with a query, positive or
+    negative equal to one of them after case/whitespace folding is dropped.
+    include_classification: add the classification train splits (off by default: they are the
+    train halves of evaluation tasks, so a run that uses them must say so; mixture_report does).
+    """
     data_dir = Path(data_dir)
     if isinstance(sources, str):
         raise ValueError(f"sources must be a list of source names, got the string {sources!r}")
@@ -116,26 +123,9 @@ def build_mixture_with_dropped(
     return rows, dropped
 
 
-def build_mixture(
-    data_dir: str | Path,
-    *,
-    sources: tuple[str, ...] | list[str] = DEFAULT_SOURCES,
-    max_per_source: int | None = DEFAULT_MAX_PER_SOURCE,
-    seed: int = 0,
-    exclude_texts: set[str] | None = None,
-    include_classification: bool = False,
-) -> list[Pair]:
-    """Shuffled (query, positive, negative) rows from TRAIN splits only; the same for the same seed.
-
-    exclude_texts: every evaluation text (raw; keyed here). Any row with a query, positive or
-    negative equal to one of them in letters and digits, case folded, is dropped.
-    include_classification: add the classification train splits (off by default: they are the
-    train halves of evaluation tasks, so a run that uses them must say so; mixture_report does).
-    """
-    rows, _ = build_mixture_with_dropped(
-        data_dir, sources=sources, max_per_source=max_per_source, seed=seed,
-        exclude_texts=exclude_texts, include_classification=include_classification,
-    )
+def build_mixture(data_dir: str | Path, **options) -> list[Pair]:
+    """The rows of build_mixture_with_dropped(data_dir, **options), without the dropped counts."""
+    rows, _ = build_mixture_with_dropped(data_dir, **options)
     return rows
 
 

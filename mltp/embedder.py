@@ -8,8 +8,8 @@ A saved embedder is a directory: `embedder.json` (base model, attention, max len
 the pooler (`pooler_config.json`, `pooler.safetensors`) and, when fine-tuned, the LoRA adapter in
 PEFT's layout (`adapter_model.safetensors`, `adapter_config.json`). `Embedder.load` folds the adapter
 into the base weights (`merge_lora`): unmerged, the adapter adds four computing operators to each of
-a block's seven projections (SmolLM2 encode: 1,986 against 1,146 a forward, counted with
-bench.py's OpCounter), for the same vectors (fp32: 1e-7 apart).
+a block's seven projections, for the same vectors (counts, timing and distance in bench/README.md,
+"Evaluation through a merged adapter").
 """
 from __future__ import annotations
 

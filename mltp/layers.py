@@ -4,7 +4,7 @@ Blocks are numbered 1..L, as in the Hugging Face `output_hidden_states` tuple, w
 the embedding output. The official MLTP code reads blocks 1..L and never index 0
 (yixuantt/PoolingAndAttn, model_loaders/model3.py: `range(1, layers + 1)`); so do we.
 
-Grammar (the second ablation of paper.md: all layers vs. the last 4 vs. the middle 4 vs. a list):
+Grammar (the study's second ablation: all layers vs. the last 4 vs. the middle 4 vs. a list):
 
     all          every block, 1..L
     lastN        the N blocks nearest the output: L-N+1 .. L

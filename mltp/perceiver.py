@@ -18,7 +18,7 @@ reads a learned dictionary. The upstreams' PreNorm names its two norms the other
 (`norm` for the context, `norm_context` for the queries); here each is named by what it normalises.
 
 Deviations: an optional key mask (the official M4 forgot the padding mask; we apply it), and
-LayerNorm + softmax computed in fp32 whatever the autocast dtype (style.md, principle 6).
+LayerNorm + softmax computed in fp32 whatever the autocast dtype, so bf16 cannot flatten them.
 The attention is written out rather than calling F.scaled_dot_product_attention: Q and K are
 small here (hundreds), and the fp32 softmax and the mask stay visible.
 """

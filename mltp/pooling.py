@@ -11,7 +11,7 @@ RMSNorm. Only the indices in `pooler.needs_layers` are read (others may be None,
 stop after its largest index), so the model can drop the rest. `attention_mask` (B, T): 1 = real
 token, 0 = pad; left and right padding give the same result.
 
-| kind              | paper.md | what it reads                         | trainable                     |
+| kind              | paper    | what it reads                         | trainable                     |
 |-------------------|----------|---------------------------------------|-------------------------------|
 | eos               | M1       | last real token of block L            | nothing                       |
 | mean              |          | masked mean of block L                | nothing                       |
@@ -22,7 +22,7 @@ token, 0 = pad; left and right padding give the same result.
 | scalar-mix        | control  | softmax-weighted LayerNorm'ed vectors | S mixing weights (ELMo)       |
 | latent-attention  | NV-Embed | all tokens of block L as queries      | dictionary + cross-attention  |
 
-Widths. The official pooler (yixuantt/PoolingAndAttn, MultiLayersTrainablePooling.py) uses
+Widths. The official pooler (yixuantt/PoolingAndAttn, pooling_layers/MultiLayersTrainablePooling.py) uses
 R = 768 latents, 32 heads x 2048 = 65,536 inner width and a 4D GEGLU feed-forward: ~1.28B
 parameters at D = 4096 (Mistral-7B), 18% of the base model. That scale makes no sense for the
 default SmolLM2-135M (D = 576, L = 30), so the defaults here are: inner width = D (head width 64,

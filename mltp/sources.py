@@ -1,7 +1,7 @@
 """Readers for the training sources: each turns TRAIN-split files into (query, positive, negative) rows.
 
 The paper trains on ~1.4M public (query, positive, hard negative) rows in the E5 style, with a
-task instruction prepended to the query (paper.md, "Training recipe"). That mix is not available
+task instruction prepended to the query (arXiv 2409.02727). That mix is not available
 here (shared/data/MANIFEST.md, "Wanted but not obtained"), so this file builds the closest honest
 substitute from the small train splits that are staged:
 
@@ -29,7 +29,6 @@ order (never a set), so the rows depend on the seed only, not on PYTHONHASHSEED.
 from __future__ import annotations
 
 import csv
-import gzip
 import json
 import random
 import re
@@ -37,6 +36,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
+
+from .textfile import open_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,16 +58,7 @@ class Source:
 
 
 # ---------------------------------------------------------------------------------------------
-# file access: one place that opens files, so a missing file always names its path
-
-
-def open_text(path: Path):
-    """Text handle on `path`, gunzipped when it ends in .gz; utf-8-sig drops MRPC's BOM."""
-    if not path.is_file():
-        raise FileNotFoundError(f"training data file not found: {path}")
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
-    return open(path, encoding="utf-8-sig", newline="")
+# file access: every file is opened by mltp.textfile.open_text, so a missing file names its path
 
 
 def _tsv_rows(path: Path, min_fields: int, header: bool) -> Iterator[tuple[int, list[str]]]:
@@ -129,7 +121,7 @@ def _pairs_with_negatives(
     return rows
 
 
-def read_mrpc(data_dir: Path, rng: random.Random) -> list[Pair]:
+def mrpc_pairs(data_dir: Path, rng: random.Random) -> list[Pair]:
     # Columns: Quality, #1 ID, #2 ID, #1 String, #2 String; Quality 1 = paraphrase.
     path = data_dir / "training/mrpc/msr-para-train.tsv"
     labelled = []
@@ -148,7 +140,7 @@ def _sts_label(score: float) -> bool | None:
     return True if score >= STS_POSITIVE else False if score <= STS_NEGATIVE else None
 
 
-def read_stsb(data_dir: Path, rng: random.Random) -> list[Pair]:
+def stsb_pairs(data_dir: Path, rng: random.Random) -> list[Pair]:
     # genre, file, year, id, score, sentence1, sentence2 [, 2 source columns on some lines]
     path = data_dir / "sts/stsbenchmark/sts-train.csv"
     labelled = [
@@ -158,7 +150,7 @@ def read_stsb(data_dir: Path, rng: random.Random) -> list[Pair]:
     return _pairs_with_negatives(labelled, rng, "stsb")
 
 
-def read_sts12(data_dir: Path, rng: random.Random) -> list[Pair]:
+def sts12_pairs(data_dir: Path, rng: random.Random) -> list[Pair]:
     # subset, sentence1, sentence2, score (header line); only gold-scored pairs are in the file
     path = data_dir / "sts/sts12/sts12_train_combined.tsv"
     labelled = [
@@ -172,7 +164,7 @@ def read_sts12(data_dir: Path, rng: random.Random) -> list[Pair]:
 # question answering and retrieval: TREC-QA, SciFact
 
 
-def read_trecqa(data_dir: Path, rng: random.Random) -> list[Pair]:
+def trecqa_pairs(data_dir: Path, rng: random.Random) -> list[Pair]:
     # qtext,label,atext with csv quoting; the text is PTB-tokenised (-LRB-, ``) and kept as is.
     path = data_dir / "training/trecqa_wang/train.csv"
     right: dict[str, list[str]] = defaultdict(list)
@@ -210,7 +202,7 @@ def _field(path: Path, lineno: int, record: dict, key: str) -> str:
     return record[key]
 
 
-def read_scifact(data_dir: Path, rng: random.Random) -> list[Pair]:
+def scifact_pairs(data_dir: Path, rng: random.Random) -> list[Pair]:
     root = data_dir / "retrieval/scifact"
     queries_path, corpus_path = root / "queries_train.jsonl", root / "corpus.jsonl.gz"
     queries = {
@@ -250,7 +242,7 @@ def normalize_text(text: str) -> str:
     return " ".join(text.casefold().split())
 
 
-def read_debian(data_dir: Path, rng: random.Random) -> list[Pair]:
+def debian_pairs(data_dir: Path, rng: random.Random) -> list[Pair]:
     path = data_dir / "training/debian_descriptions/descriptions.jsonl.gz"
     kept: dict[str, tuple[str, str, str]] = {}  # normalised long text -> (short, long, section)
     for lineno, record in _jsonl(path):
@@ -303,7 +295,7 @@ def _wordnet_synsets(path: Path) -> Iterator[tuple[list[str], str, list[str]]]:
                 yield lemmas, definition, [e for e in examples if e]
 
 
-def read_wordnet(data_dir: Path, rng: random.Random) -> list[Pair]:
+def wordnet_pairs(data_dir: Path, rng: random.Random) -> list[Pair]:
     synsets = [s for name in WORDNET_FILES for s in _wordnet_synsets(data_dir / "training/wordnet" / name)]
     senses: dict[str, list[str]] = defaultdict(list)  # lemma (case-folded) -> definitions of its synsets
     for lemmas, definition, _ in synsets:
@@ -358,12 +350,12 @@ def _csv_texts(path: Path, text_col: str, label_col: str, delimiter: str = ",") 
         return out
 
 
-def read_banking77(data_dir: Path, rng: random.Random) -> list[Pair]:
+def banking77_pairs(data_dir: Path, rng: random.Random) -> list[Pair]:
     path = data_dir / "classification/banking77/train.csv"
     return _label_pairs(_csv_texts(path, "text", "category"), rng, "banking77")
 
 
-def read_emotion(data_dir: Path, rng: random.Random) -> list[Pair]:
+def emotion_pairs(data_dir: Path, rng: random.Random) -> list[Pair]:
     # "text;label_name" lines; the text itself never holds ';' in this split, split from the right anyway
     path = data_dir / "classification/emotion/train.txt.gz"
     texts = []
@@ -377,12 +369,12 @@ def read_emotion(data_dir: Path, rng: random.Random) -> list[Pair]:
     return _label_pairs(texts, rng, "emotion")
 
 
-def read_tweet_sentiment(data_dir: Path, rng: random.Random) -> list[Pair]:
+def tweet_sentiment_pairs(data_dir: Path, rng: random.Random) -> list[Pair]:
     path = data_dir / "classification/tweet_sentiment_extraction/train_no_selected_text.csv.gz"
     return _label_pairs(_csv_texts(path, "text", "sentiment"), rng, "tweet_sentiment")
 
 
-def read_amazon_counterfactual(data_dir: Path, rng: random.Random) -> list[Pair]:
+def amazon_counterfactual_pairs(data_dir: Path, rng: random.Random) -> list[Pair]:
     path = data_dir / "classification/amazon_counterfactual/en/EN_train.tsv"
     texts = _csv_texts(path, "sentence", "is_counterfactual", delimiter="\t")
     return _label_pairs(texts, rng, "amazon_counterfactual")
@@ -392,44 +384,45 @@ def read_amazon_counterfactual(data_dir: Path, rng: random.Random) -> list[Pair]
 # the registry. Instructions follow E5-mistral (Wang et al. 2024, Table 13) where the task is
 # one of theirs, and the same "Given X, retrieve Y" form otherwise.
 
+# E5-mistral: one instruction for every STS task; eval/tasks.py evaluates with this same string.
 STS_INSTRUCTION = "Retrieve semantically similar text."
 
 SOURCES: dict[str, Source] = {
-    "mrpc": Source(read_mrpc, STS_INSTRUCTION, True, ("training/mrpc/msr-para-train.tsv",)),
+    "mrpc": Source(mrpc_pairs, STS_INSTRUCTION, True, ("training/mrpc/msr-para-train.tsv",)),
     "trecqa": Source(
-        read_trecqa, "Given a question, retrieve passages that answer the question", False,
+        trecqa_pairs, "Given a question, retrieve passages that answer the question", False,
         ("training/trecqa_wang/train.csv",),
     ),
-    "stsb": Source(read_stsb, STS_INSTRUCTION, True, ("sts/stsbenchmark/sts-train.csv",)),
-    "sts12": Source(read_sts12, STS_INSTRUCTION, True, ("sts/sts12/sts12_train_combined.tsv",)),
+    "stsb": Source(stsb_pairs, STS_INSTRUCTION, True, ("sts/stsbenchmark/sts-train.csv",)),
+    "sts12": Source(sts12_pairs, STS_INSTRUCTION, True, ("sts/sts12/sts12_train_combined.tsv",)),
     "scifact": Source(
-        read_scifact, "Given a scientific claim, retrieve documents that support or refute the claim", False,
+        scifact_pairs, "Given a scientific claim, retrieve documents that support or refute the claim", False,
         tuple(f"retrieval/scifact/{name}" for name in ("queries_train.jsonl", "qrels/train.tsv", "corpus.jsonl.gz")),
     ),
     "debian": Source(
-        read_debian, "Given a one-line software package summary, retrieve its full description", False,
+        debian_pairs, "Given a one-line software package summary, retrieve its full description", False,
         ("training/debian_descriptions/descriptions.jsonl.gz",),
     ),
     "wordnet": Source(
-        read_wordnet, "Given a word or a sentence using it, retrieve its dictionary definition", False,
+        wordnet_pairs, "Given a word or a sentence using it, retrieve its dictionary definition", False,
         tuple(f"training/wordnet/{name}" for name in WORDNET_FILES),
     ),
     "banking77": Source(
-        read_banking77, "Given a online banking query, find the corresponding intents", False,
+        banking77_pairs, "Given a online banking query, find the corresponding intents", False,
         ("classification/banking77/train.csv",),
     ),
     "emotion": Source(
-        read_emotion,
+        emotion_pairs,
         "Classify the emotion expressed in the given Twitter message into one of the six emotions: "
         "anger, fear, joy, love, sadness, and surprise",
         False, ("classification/emotion/train.txt.gz",),
     ),
     "tweet_sentiment": Source(
-        read_tweet_sentiment, "Classify the sentiment of a given tweet as either positive, negative, or neutral", False,
+        tweet_sentiment_pairs, "Classify the sentiment of a given tweet as either positive, negative, or neutral", False,
         ("classification/tweet_sentiment_extraction/train_no_selected_text.csv.gz",),
     ),
     "amazon_counterfactual": Source(
-        read_amazon_counterfactual,
+        amazon_counterfactual_pairs,
         "Classify a given Amazon customer review text as either counterfactual or not-counterfactual", False,
         ("classification/amazon_counterfactual/en/EN_train.tsv",),
     ),

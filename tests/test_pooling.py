@@ -260,7 +260,7 @@ def test_default_widths_and_parameter_count():
     official = PoolerConfig(kind="mltp", hidden_size=4096, num_layers=32, layer_token="eos",
                             num_latents=768, num_heads=32, head_dim=2048)
     assert count_parameters(official) == by_hand(4096, 32, 768, 65536, 4, True)
-    assert 1.27e9 < count_parameters(official) < 1.29e9  # paper.md: ~1.28B at d = 4096
+    assert 1.27e9 < count_parameters(official) < 1.29e9  # the official widths: ~1.28B at d = 4096
     assert count_parameters(small) == by_hand(576, 30, 128, 576, 4, True)
     assert count_parameters(PoolerConfig(kind="layer-mean", hidden_size=576, num_layers=30, layer_token="eos")) == 0
 

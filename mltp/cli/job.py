@@ -220,8 +220,8 @@ def _run(args: argparse.Namespace, run_dir: Path, log, world) -> dict | None:
     embedder.save(run_dir / "final", lora_config)
     if lora_config is not None:
         # Saved first: merging changes the base weights in place. Evaluation then runs the plain
-        # decoder: 28 fewer computing operators a block, SmolLM2 CPU encode 1.18x faster, the same
-        # vectors (fp32: 1e-7 apart). Embedder.load evaluates saved embedders the same way.
+        # decoder, fewer operators for the same vectors (bench/README.md, "Evaluation through a
+        # merged adapter"). Embedder.load evaluates saved embedders the same way.
         merge_lora(embedder.model)
         log("LoRA adapter merged into the base weights for evaluation")
 
