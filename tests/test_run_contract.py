@@ -147,9 +147,10 @@ def test_the_sweep_refuses_a_killed_configuration_under_new_flags(tiny, tmp_path
 
 
 def test_flags_that_do_not_apply_are_refused_or_recorded_as_unused(tiny, reference, capsys):
-    assert unused_flags("eos") == ("layers", "layer_token", "no_layer_weights", "tokens", "latents", "heads", "head_dim")
+    assert unused_flags("eos") == ("layers", "layer_token", "no_layer_weights", "tokens", "latents", "heads", "head_dim",
+                                   "layer_weight_std")
     assert unused_flags("mltp") == ("tokens",)
-    assert unused_flags("trainable") == ("layers", "layer_token", "no_layer_weights")
+    assert unused_flags("trainable") == ("layers", "layer_token", "no_layer_weights", "layer_weight_std")
     err = refused(["--model", tiny, "--pool", "eos", "--layers", "2", "--layer-token", "mean"], capsys)
     assert "--layers, --layer-token do not apply to --pool eos" in err
     assert "--tokens does not apply to --pool mltp" in refused(["--model", tiny, "--tokens", "all"], capsys)

@@ -95,7 +95,7 @@ def test_run_replaces_the_mixture_and_records_the_files(fixtures_dir, tmp_path):
     path = write_jsonl(tmp_path / "mine.jsonl", rows(12, negatives=["some other text"]))
     out = tmp_path / "run"
     run.main(["--model", str(fixtures_dir / "tiny"), "--steps", "2", "--batch-size", "4", "--max-length", "32",
-              "--device", "cpu", "--tasks", "BIOSSES", "--latents", "4", "--pool", "eos",
+              "--device", "cpu", "--tasks", "BIOSSES", "--pool", "eos",
               "--train-data", f"{path}:1.5", "--train-data-mode", "replace", "--out", str(out)])
     record = json.loads((out / "results.json").read_text())
     mixture = record["mixture"]

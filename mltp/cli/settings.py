@@ -140,7 +140,9 @@ def resolve(args: argparse.Namespace, log=print) -> argparse.Namespace:
         fail(f"pooler widths (--latents, --heads, --head-dim): {e}")
     trains = getattr(args, "command", "train") in ("train", "ablation") and not args.eval_only
     sources = [*DEFAULT_SOURCES, *(CLASSIFICATION_SOURCES if args.include_classification_train else ())] if trains else []
-    if trains:
+    if getattr(args, "train_data", None) and getattr(args, "train_data_mode", "join") == "replace":
+        sources = []  # the built-in mixture is not read
+    if trains and sources:
         check_max_length(args, sources, log)
     check_data(args, sources)
     if getattr(args, "mini_batch", None) is not None and args.mini_batch < 1:

@@ -66,6 +66,7 @@ def study_comparisons(reference: str) -> list[tuple[str, str, str]]:
         ("blocks: middle 4 vs last 4", "A2-mltp-middle4", "A2-mltp-last4"),
         ("blocks: middle 4 vs the middle block (MLTP)", "A2-mltp-middle4", "A4-mltp-middle1"),
         ("middle block: MLTP vs EOS", "A4-mltp-middle1", "A4-eos-middle1"),
+        ("MLTP over the middle 4 vs the middle block's EOS token", "A2-mltp-middle4", "A4-eos-middle1"),
         ("middle block: trainable vs EOS", "A4-trainable-middle1", "A4-eos-middle1"),
         ("middle block: EOS vs EOS-last", "A4-eos-middle1", "M1-eos"),
         ("head: MLTP vs normalised layer mean, all blocks", reference, "A1-layer-mean-norm"),
