@@ -40,7 +40,6 @@ peak measured in the same run; FLOPs are counted on the real tokens (see `forwar
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import datetime
 import gc

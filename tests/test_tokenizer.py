@@ -2,7 +2,6 @@
 import json
 
 import pytest
-import torch
 from tokenizers import Tokenizer as RawTokenizer
 from tokenizers.models import WordLevel
 from tokenizers.pre_tokenizers import Whitespace
