@@ -84,8 +84,8 @@ def resolve(args: argparse.Namespace, log=print) -> argparse.Namespace:
     if not (Path(args.data_dir) / "MANIFEST.md").exists():
         fail(f"no benchmark data at {args.data_dir} (MANIFEST.md missing): pass --data-dir, set MLTP_DATA_DIR, "
              f"or fetch it with `python run.py data --to {args.data_dir}`")
-    for key in ("steps", "batch_size", "max_length", "lora_r", "grad_accum", "latents", "heads", "head_dim"):
-        if getattr(args, key) is not None and getattr(args, key) < 1:
+    for key in ("steps", "batch_size", "max_length", "lora_r", "grad_accum", "latents", "heads", "head_dim", "mini_batch"):
+        if getattr(args, key, None) is not None and getattr(args, key) < 1:
             fail(f"--{key.replace('_', '-')} must be >= 1")
     for key in ("lr", "lora_alpha"):
         if not (math.isfinite(getattr(args, key)) and getattr(args, key) > 0):
@@ -145,8 +145,6 @@ def resolve(args: argparse.Namespace, log=print) -> argparse.Namespace:
     if trains and sources:
         check_max_length(args, sources, log)
     check_data(args, sources)
-    if getattr(args, "mini_batch", None) is not None and args.mini_batch < 1:
-        fail("--mini-batch must be >= 1")
     return args
 
 
