@@ -57,14 +57,19 @@ class Cached:
             self.cache[key] = self.embedder.encode(list(texts), instruction)  # (N, K*D)
         return self.cache[key]
 
-    def view(self, k: int):
-        cached = self
+    def view(self, k: int) -> "View":
+        return View(self, k)
 
-        class View:
-            def encode(self, texts, instruction=None):
-                return cached.encode_all(texts, instruction)[:, k * cached.width:(k + 1) * cached.width]  # (N, D)
 
-        return View()
+class View:
+    """Pooler k of a `Cached` fan-out, as an encoder the evaluators accept."""
+
+    def __init__(self, cached: Cached, k: int):
+        self.cached, self.k = cached, k
+
+    def encode(self, texts, instruction=None):
+        w = self.cached.width
+        return self.cached.encode_all(texts, instruction)[:, self.k * w:(self.k + 1) * w]  # (N, D)
 
 
 def derangement(n: int, seed: int) -> list[int]:
