@@ -691,7 +691,7 @@ def parse_args(argv=None):
                    help="none: time mltp alone, parity against unpadded runs (needs no transformers)")
     p.add_argument("--skip-padding", choices=["auto", "on", "off"], default="auto",
                    help="mltp's blocks compute on the real tokens only (mltp.fast); auto: the embedder's default "
-                        "(mltp.fast.skip_padding_by_default), on for encoding (eval mode) on the CPU only")
+                        "(mltp.fast.skip_padding_by_default), on the CPU only, in training too")
     p.add_argument("--checkpointing", choices=["auto", "on", "off"], default="auto",
                    help="gradient checkpointing in train mode, both sides; auto: on at the 7B shape only")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads on cpu")

@@ -6,8 +6,11 @@ the plain one and to transformers. `forward` is what the embedder encodes and tr
 
 1. Only the real tokens (`skip_padding`): the projections and MLPs, nearly all of a forward's
    arithmetic, skip the padding; q, k, v go into the padded (B, T) grid for attention only.
-   Pays where time is arithmetic: encoding on the CPU (bench/results/cpu-skip-padding-smollm2-135m.md
-   against cpu-padded-smollm2-135m.md). Off by default elsewhere: see `skip_padding_by_default`.
+   In training each LoRA layer still draws its dropout mask for the padded grid and keeps the real
+   tokens' rows (`FastPath.linear`), so a seed trains on the same masks either way. Pays where
+   time is arithmetic, on the CPU (bench/results/cpu-skip-padding-smollm2-135m.md against
+   cpu-padded-smollm2-135m.md; training: cpu-train-skip-padding.md). Off on a GPU: see
+   `skip_padding_by_default`.
 2. Only the blocks and states a pooler reads (`upto`, `keep`): a pooler over the middle blocks
    pays for neither the top blocks nor the states it ignores (bench/results/cpu-encode-peak-layers.md).
 3. Tokens flat, (n, D), through the projections: F.linear on a 2-D input is one matmul call, on
@@ -29,6 +32,7 @@ from collections.abc import Collection
 import torch
 import torch.nn.functional as F
 
+from .lora import LoRALinear
 from .model import Decoder, attention_mask_4d, check_batch, positions_from_mask, rope_tables
 
 # torch.compile's modes, as run.py and bench.py offer them ("default" = torch.compile's mode=None).
@@ -36,15 +40,13 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 
 
 def skip_padding_by_default(device: torch.device, training: bool) -> bool:
-    """On for a CPU model in eval mode, where time is arithmetic.
+    """On for a CPU model, where time is arithmetic; in training too, with the padded grid's
+    dropout masks (`FastPath.linear`).
 
-    Not in training: LoRA dropout draws one mask entry per input entry, so the packed layout
-    would draw other masks from the same seed, and every recorded run and the study's dropout
-    draws shared between configurations would change. Not on a GPU: there small models wait on
-    kernel launches, which the packing adds (seven a block), and counting the real tokens makes
-    each forward wait for the host.
+    Not on a GPU: there small models wait on kernel launches, which the packing adds (seven a
+    block), and counting the real tokens makes each forward wait for the host.
     """
-    return device.type == "cpu" and not training
+    return device.type == "cpu"
 
 
 class FastPath:
@@ -66,25 +68,34 @@ class FastPath:
             return x
         return x.new_zeros(self.B * self.T, *x.shape[1:]).index_copy_(0, self.rows, x)
 
+    def linear(self, layer, x: torch.Tensor) -> torch.Tensor:
+        # (n, I) -> (n, O). A LoRA layer that drops out draws its mask for the whole (B*T, I) grid,
+        # as the padded forward does, and applies that mask's real-token rows: the same random
+        # numbers, in the same order, so a seed's masks do not depend on the padding skipped.
+        if self.rows is None or not isinstance(layer, LoRALinear) or not layer.drops_out:
+            return layer(x)
+        noise = layer.lora_dropout(x.new_ones(self.B * self.T, x.shape[1]))  # (B*T, I): 0 or 1/(1-p)
+        return layer(x, dropped=x * self.pack(noise))
+
     def attention(self, attn, x, cos, signed_sin, mask, causal: bool):
         # Attention.forward's math on flat tokens: x (n, D), cos / signed_sin (n, 1, Dh).
         n, B, T, H, K, Dh = x.shape[0], self.B, self.T, attn.n_heads, attn.n_kv, attn.head_dim
-        q = rolled_rope(attn.q_proj(x).view(n, H, Dh), cos, signed_sin)  # (n, H, Dh)
-        k = rolled_rope(attn.k_proj(x).view(n, K, Dh), cos, signed_sin)  # (n, K, Dh)
-        v = attn.v_proj(x).view(n, K, Dh)  # (n, K, Dh)
+        q = rolled_rope(self.linear(attn.q_proj, x).view(n, H, Dh), cos, signed_sin)  # (n, H, Dh)
+        k = rolled_rope(self.linear(attn.k_proj, x).view(n, K, Dh), cos, signed_sin)  # (n, K, Dh)
+        v = self.linear(attn.v_proj, x).view(n, K, Dh)  # (n, K, Dh)
         q, k, v = (self.unpack(t).view(B, T, -1, Dh).transpose(1, 2) for t in (q, k, v))  # (B, H|K, T, Dh)
         # enable_gqa rather than expanding K/V to H heads: expanding was slower with a mask too
         # (bench/results/sdpa-gqa-h100.md).
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None, enable_gqa=K != H)
         out = self.pack(out.transpose(1, 2).reshape(B * T, H * Dh))  # (B, H, T, Dh) -> (n, H*Dh)
-        return attn.o_proj(out)  # (n, D)
+        return self.linear(attn.o_proj, out)  # (n, D)
 
     def mlp(self, mlp, x):
         # MLP.forward's math: x (n, D) -> (n, D)
-        gate, up = mlp.gate_proj(x), mlp.up_proj(x)  # (n, F) each
+        gate, up = self.linear(mlp.gate_proj, x), self.linear(mlp.up_proj, x)  # (n, F) each
         if torch.is_grad_enabled():
-            return mlp.down_proj(F.silu(gate) * up)  # autograd keeps gate and up for backward
-        return mlp.down_proj(F.silu(gate, inplace=True).mul_(up))  # no third (n, F) buffer
+            return self.linear(mlp.down_proj, F.silu(gate) * up)  # autograd keeps gate and up for backward
+        return self.linear(mlp.down_proj, F.silu(gate, inplace=True).mul_(up))  # no third (n, F) buffer
 
 
 def signed_sin_table(sin: torch.Tensor) -> torch.Tensor:

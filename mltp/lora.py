@@ -101,18 +101,26 @@ class LoRALinear(nn.Module):
         self.merged = False
         self.train(base.training)  # a layer swapped into an eval-mode model must not start dropping out
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, I) -> (N, O)
+    def forward(self, x: torch.Tensor, dropped: torch.Tensor | None = None) -> torch.Tensor:  # (N, I) -> (N, O)
+        """`dropped`: dropout(x), when the caller draws the mask itself (mltp.fast: the padded
+        grid's mask on the real tokens, so that skipping padding keeps a seed's masks)."""
         y = F.linear(x, self.weight, self.bias)  # (N, O)
         if self.merged:
             return y  # B A already lives inside W
         # Cast to the input's dtype; under autocast F.linear recasts to the autocast dtype anyway.
         a = self.lora_A.to(x.dtype)  # (R, I)
         b = self.lora_B.to(x.dtype)  # (O, R)
-        update = F.linear(F.linear(self.lora_dropout(x), a), b)  # (N, I) -> (N, R) -> (N, O)
+        dropped = self.lora_dropout(x) if dropped is None else dropped  # (N, I)
+        update = F.linear(F.linear(dropped, a), b)  # (N, I) -> (N, R) -> (N, O)
         # Not torch.add(y, update, alpha=scaling), one kernel fewer: torch.compile (inductor, torch
         # 2.13 on the CPU) drops that alpha after a matmul and returns y + update. Caught by
         # tests/test_model.py (compiled vs eager training); reproduced in four lines outside mltp.
         return y + update * self.scaling
+
+    @property
+    def drops_out(self) -> bool:
+        """Whether a forward now draws a dropout mask."""
+        return self.training and not self.merged and isinstance(self.lora_dropout, nn.Dropout)
 
     @torch.no_grad()
     def merge(self) -> bool:

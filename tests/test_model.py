@@ -179,11 +179,11 @@ def test_skipping_padding_is_the_padded_forward_with_zeros_at_pads(fixtures_dir)
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
-def test_padding_is_skipped_by_default_when_encoding_on_the_cpu_only():
-    # Training keeps the padded layout: the packed one would draw other LoRA dropout masks.
+def test_padding_is_skipped_by_default_on_the_cpu_only():
     assert fast.skip_padding_by_default(torch.device("cpu"), training=False)
-    assert not fast.skip_padding_by_default(torch.device("cpu"), training=True)
+    assert fast.skip_padding_by_default(torch.device("cpu"), training=True)
     assert not fast.skip_padding_by_default(torch.device("cuda"), training=False)
+    assert not fast.skip_padding_by_default(torch.device("cuda"), training=True)
 
 
 @pytest.mark.parametrize("causal", [True, False])
@@ -282,3 +282,24 @@ def test_gradient_checkpointing_gives_the_same_gradients(fixtures_dir):
         plain = lora_gradients(fixtures_dir, "llama", lambda model: None, forward)
         assert plain.abs().max() > 0
         torch.testing.assert_close(lora_gradients(fixtures_dir, "llama", checkpointed, forward), plain, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "checkpointed"])
+def test_skipping_padding_in_training_keeps_the_dropout_masks(fixtures_dir, checkpointing, monkeypatch):
+    # The packed layout draws each LoRA dropout mask for the padded (B*T, I) grid: from one seed,
+    # the padded forward's gradients, through gradient checkpointing's replay too.
+    def prepare(model):
+        model.gradient_checkpointing = checkpointing
+
+    def grads(skip):
+        def real_tokens(model, ids, mask):  # the loss must not read the pads, which differ
+            return [h * mask[..., None] for h in fast.forward(model, ids, mask, skip_padding=skip)]
+        return lora_gradients(fixtures_dir, "llama", prepare, real_tokens)
+
+    padded = grads(False)
+    assert expected(fixtures_dir, "llama")["left.attention_mask"].eq(0).any()  # there is padding to skip
+    torch.testing.assert_close(grads(True), padded, atol=1e-6, rtol=1e-5)
+    # A mask drawn for the packed (n, I) tokens alone is other noise: the gradients tell it apart.
+    monkeypatch.setattr(fast.FastPath, "linear", lambda self, layer, x: layer(x))
+    assert (grads(True) - padded).abs().max() > 1e-3 * padded.abs().max()
+

@@ -179,3 +179,22 @@ def test_saved_embedder_reloads_identically(fixtures_dir, tmp_path):
     assert not any(m.merged for m in lora_layers(separate.model).values())
     torch.testing.assert_close(emb.encode(texts), separate.encode(texts), atol=1e-6, rtol=0)
     assert (tmp_path / "final" / "adapter_model.safetensors").exists()
+
+
+def test_skipping_padding_trains_the_same_run(fixtures_dir, tmp_path, monkeypatch):
+    # On the CPU the trainer skips the padding (mltp.fast): every step's loss and the trained
+    # weights are those of the padded layout, LoRA dropout included.
+    runs = {}
+    for skip in (False, True):
+        monkeypatch.setattr("mltp.embedder.skip_padding_by_default", lambda device, training, skip=skip: skip)
+        torch.manual_seed(0)
+        emb, lora = make_embedder(fixtures_dir, layer_weights=False)
+        out = tmp_path / str(skip)
+        train(emb, make_rows(), TrainConfig(**{**CFG, "steps": 4, "save_every": 100}), lora, out, log=lambda m: None)
+        losses = [json.loads(line)["loss"] for line in (out / "train_history.jsonl").read_text().splitlines()]
+        runs[skip] = losses, {k: v.clone() for k, v in emb.state_dict().items()}
+    (padded, w_padded), (skipped, w_skipped) = runs[False], runs[True]
+    assert len(padded) == 4
+    assert skipped == pytest.approx(padded, rel=1e-5, abs=1e-6)
+    for k in w_padded:
+        torch.testing.assert_close(w_skipped[k], w_padded[k], atol=1e-5, rtol=1e-4)
