@@ -71,6 +71,13 @@ def matched_seeds(a: list[dict], b: list[dict]) -> tuple[list[dict], list[dict],
     return [by_a[s] for s in common], [by_b[s] for s in common], common
 
 
+def unshared_mixtures(a: list[dict], b: list[dict], seeds: list) -> list:
+    """The shared seeds at which the two runs trained on different mixtures (rows or rows dropped
+    by decontamination): there they do not share their data order, as `matched_seeds` assumes."""
+    return [s for s, ra, rb in zip(seeds, a, b)
+            if ra.get("mixture") and rb.get("mixture") and ra["mixture"] != rb["mixture"]]
+
+
 def compare(a: list[dict], b: list[dict], family: str, *, n_resamples: int = N_RESAMPLES) -> dict:
     a, b, seeds = matched_seeds(a, b)
     sa, sb = summarise(a), summarise(b)
@@ -78,7 +85,8 @@ def compare(a: list[dict], b: list[dict], family: str, *, n_resamples: int = N_R
     x = [sa["tasks"][n]["mean"] for n in names]
     y = [sb["tasks"][n]["mean"] for n in names]
     out = {"datasets": names, "diff": statistics.fmean(x) - statistics.fmean(y) if names else math.nan, "seeds": seeds,
-           "score_a": statistics.fmean(x) if names else math.nan, "score_b": statistics.fmean(y) if names else math.nan}
+           "score_a": statistics.fmean(x) if names else math.nan, "score_b": statistics.fmean(y) if names else math.nan,
+           "unshared_mixtures": unshared_mixtures(a, b, seeds)}
     out["wilcoxon"] = wilcoxon_signed_rank(x, y) | {"p_floor": sign_flip_floor(len(names))} if names else None
     # Per-item tests at every shared seed (seed k of a against seed k of b); none without a shared seed.
     per_item = {}
@@ -140,6 +148,9 @@ def reading(v: dict, chance: float | None = None) -> str:
         text += f"; the equivalence does not survive Holm's adjustment (TOST p = {v['p_tost_holm']:.3f})"
     if v["verdict"] == "equivalent" and v["excludes_zero"]:
         text += "; the 95% CI excludes 0: a real difference, smaller than the margin"
+    if v.get("unshared_mixtures"):
+        text += (f"; at seed {', '.join(map(str, v['unshared_mixtures']))} the two trained on different mixtures, "
+                 "so they do not share their data order there")
     if chance is not None:
         text += f"; chance level {chance:.3f}, which {v['a']} exceeds by {v['score_a'] - chance:+.3f} and {v['b']} by {v['score_b'] - chance:+.3f}"
     return text + "."
@@ -433,7 +444,7 @@ def _verdict_record(label: str, a: str, b: str, family: str, c: dict) -> dict:
             "ci95": fx.get("ci95"), "ci90": fx.get("ci90"), "margin": EQUIVALENCE_MARGIN,
             "excludes_zero": fx.get("excludes_zero"), "seeds": c["seeds"], "per_seed": fx.get("per_seed"),
             "p_value": fx.get("p_value"), "p_holm": None, "p_tost": fx.get("p_tost"), "p_tost_holm": None,
-            "datasets": c["datasets"], "n_items": fx.get("n_items"),
+            "datasets": c["datasets"], "n_items": fx.get("n_items"), "unshared_mixtures": c["unshared_mixtures"],
             "score_a": c["score_a"], "score_b": c["score_b"]}
 
 

@@ -139,3 +139,20 @@ def test_p_formatting_never_passes_a_floor_off_as_evidence():
     assert _fmt_p(0.5, 0.5, 2, "sets") == "cannot reject with 2 sets"
     assert _fmt_p(2 / 256, 2 / 256, 8, "datasets") == "0.0078 (at its floor)"
     assert _fmt_p(0.0312, 2 / 256, 8, "datasets") == "0.031"
+
+
+def test_seeds_whose_runs_trained_on_different_mixtures_are_named():
+    # Decontamination that changed between two code revisions changes a seed's mixture: runs
+    # compared at that seed no longer share their data order, and the comparison says so.
+    from eval.report import reading, unshared_mixtures
+
+    mix = {"rows": 100, "dropped": {"wordnet": 5}}
+    a = [dict(run(0, 0.5), mixture=mix), dict(run(1, 0.5), mixture=mix)]
+    b = [dict(run(0, 0.4), mixture={**mix, "dropped": {"wordnet": 7}}), dict(run(1, 0.4), mixture=dict(mix))]
+    assert unshared_mixtures(a, b, [0, 1]) == [0]
+    assert compare(a, b, "sts")["unshared_mixtures"] == [0]
+    assert unshared_mixtures(a, [run(0, 0.4), run(1, 0.4)], [0, 1]) == []  # untrained (eval-only) runs: nothing to share
+    v = {"comparison": "x", "a": "A", "b": "B", "family": "sts", "verdict": "different", "why": "w", "effect": 0.1,
+         "ci95": (0.05, 0.15), "ci90": (0.06, 0.14), "margin": 0.01, "seeds": [0, 1], "per_seed": [0.1, 0.1],
+         "p_holm": 0.01, "p_tost_holm": 1.0, "excludes_zero": True, "unshared_mixtures": [0]}
+    assert "at seed 0 the two trained on different mixtures" in reading(v)
