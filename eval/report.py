@@ -4,7 +4,8 @@ Input: {configuration: [results.json of seed 0, seed 1, ...]} as written by run.
 comparison uses only the seeds its two configurations share (`matched_seeds`). Per comparison and
 family, three layers of evidence, from the one the reading rests on to the narrowest:
 - the verdict (eval.verdict): equivalent / different / undecided at this precision, from a
-  hierarchical bootstrap over seeds and items (eval.hierarchical) and a fixed equivalence margin;
+  hierarchical bootstrap over seeds and items (eval.hierarchical), from 2 seeds on also Student's t
+  over the per-seed effects (eval.seedlevel), and a fixed equivalence margin;
 - the paper's test: Wilcoxon signed-rank across the family's datasets (pairs = one dataset's
   main score, averaged over the shared seeds). With n datasets its two-sided p cannot go below
   2 / 2^n (eval.stats.sign_flip_floor): 0.0078 for 8, 0.0625 for 5, 0.25 for 3, 0.5 for 2;
@@ -140,8 +141,10 @@ def reading(v: dict, chance: float | None = None) -> str:
     else:
         ahead = sum(e > 0 for e in v["per_seed"])
         seeds = f"{n} seeds ({', '.join(map(str, v['seeds']))}), {v['a']} ahead at {ahead} of {n}"
+    seed_t = v.get("seed_t")
+    t_ci = f", seed-level t 95% CI {_ci(seed_t['ci95'])} ({seed_t['df']} df)" if seed_t else ""
     text = (f"{head}: **{v['verdict']}** ({v['why']}); effect {v['effect']:+.4f}, 95% CI {_ci(v['ci95'])}, "
-            f"90% CI {_ci(v['ci90'])}, margin +/-{v['margin']:g}; {seeds}")
+            f"90% CI {_ci(v['ci90'])}{t_ci}, margin +/-{v['margin']:g}; {seeds}")
     if v["verdict"] == "different" and not v["p_holm"] < ALPHA:
         text += f"; not significant after Holm's adjustment over the report's verdicts (p = {v['p_holm']:.3f})"
     if v["verdict"] == "equivalent" and not v["p_tost_holm"] < ALPHA:
@@ -347,21 +350,24 @@ def write_report(runs: dict[str, list[dict]], out: Path, *, comparisons: list[tu
     md += ["", "## Verdicts", "",
            f"Effect = first minus second, family average over the seeds both configurations have (configurations at one "
            f"seed share data order and dropout draws). CIs: hierarchical bootstrap, {n_boot} resamples of the "
-           f"shared seeds and, within each drawn seed, of each dataset's items (the same items for both). Verdict: "
-           f"**equivalent** if the 90% CI lies inside +/-{EQUIVALENCE_MARGIN:g} (two one-sided tests at {ALPHA}; the "
-           f"margin is fixed in eval/verdict.py before the runs), **different** if the 95% CI excludes 0, otherwise "
-           f"**undecided at this precision**; undecided too when a dataset has too few items to resample. p: the "
-           f"bootstrap's two-sided p for a difference; TOST p: the larger one-sided p for equivalence; each with its Holm "
-           f"adjustment over the {len(made)} verdicts of this report in brackets (one family of tests for each).", "",
-           "| comparison | family | seeds | effect | 95% CI | 90% CI | p (Holm) | TOST p (Holm) | verdict |",
-           "|---|---|---|---|---|---|---|---|---|"]
+           f"shared seeds and, within each drawn seed, of each dataset's items (the same items for both); from 2 "
+           f"shared seeds on, also Student's t over the per-seed effects (seed t), which pays for few seeds but not for "
+           f"the items every seed shares. Verdict: **equivalent** if every 90% CI lies inside +/-{EQUIVALENCE_MARGIN:g} "
+           f"(two one-sided tests at {ALPHA}; the margin is fixed in eval/verdict.py before the runs), **different** "
+           f"if every 95% CI excludes 0, otherwise **undecided at this precision**; undecided too when a dataset has "
+           f"too few items to resample. p: the larger of the two tests' two-sided p for a difference; TOST p: the "
+           f"largest one-sided p for equivalence; each with its Holm adjustment over the {len(made)} verdicts of this "
+           f"report in brackets (one family of tests for each).", "",
+           "| comparison | family | seeds | effect | 95% CI | 90% CI | seed t 95% CI | p (Holm) | TOST p (Holm) | verdict |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for v in verdicts:
         shared = ", ".join(map(str, v["seeds"])) or "none shared"
         if v["verdict"] is None:
-            md.append(f"| {v['comparison']} ({v['a']} vs {v['b']}) | {v['family']} | {shared} | {v['diff']:+.4f} | | | | | no verdict: {v['why']} |")
+            md.append(f"| {v['comparison']} ({v['a']} vs {v['b']}) | {v['family']} | {shared} | {v['diff']:+.4f} | | | | | | no verdict: {v['why']} |")
             continue
         md.append(f"| {v['comparison']} ({v['a']} vs {v['b']}) | {v['family']} | {shared} | {v['effect']:+.4f} | "
-                  f"{_ci(v['ci95'])} | {_ci(v['ci90'])} | {v['p_value']:.4f} ({v['p_holm']:.4f}) | "
+                  f"{_ci(v['ci95'])} | {_ci(v['ci90'])} | {_ci(v['seed_t']['ci95']) if v['seed_t'] else ''} | "
+                  f"{v['p_value']:.4f} ({v['p_holm']:.4f}) | "
                   f"{v['p_tost']:.4f} ({v['p_tost_holm']:.4f}) | {v['verdict']}"
                   + (" (too few items)" if v["why"].startswith("too few") else "") + " |")
 
@@ -371,7 +377,8 @@ def write_report(runs: dict[str, list[dict]], out: Path, *, comparisons: list[tu
            f"verdicts are about this model and budget, not about MLTP at the paper's scale (a 7B model, full training, "
            f"the full MTEB sets). A comparison at one seed is a pilot: its CI cannot see seed-to-seed variation"
            + (f" ({len(pilots)} of the comparisons here)" if pilots else "") + ". At 2-3 seeds the seed level of the "
-           "bootstrap has few distinct draws: read its CI as a lower bound on the uncertainty.", ""]
+           "bootstrap has few distinct draws and its CI is a lower bound on the uncertainty; the seed-level t interval "
+           "beside it pays for the few seeds, and a verdict holds under both.", ""]
     md += [f"- {reading(v, _family_chance(v, chance))}" for v in verdicts]
 
     md += ["", "## The paper's test: Wilcoxon signed-rank over datasets", "",
@@ -443,7 +450,7 @@ def _verdict_record(label: str, a: str, b: str, family: str, c: dict) -> dict:
             "why": fx.get("why", c["no_effect"]), "effect": fx.get("effect"), "diff": c["diff"],
             "ci95": fx.get("ci95"), "ci90": fx.get("ci90"), "margin": EQUIVALENCE_MARGIN,
             "excludes_zero": fx.get("excludes_zero"), "seeds": c["seeds"], "per_seed": fx.get("per_seed"),
-            "p_value": fx.get("p_value"), "p_holm": None, "p_tost": fx.get("p_tost"), "p_tost_holm": None,
+            "seed_t": fx.get("seed_t"), "p_boot": fx.get("p_boot"), "p_value": fx.get("p_value"), "p_holm": None, "p_tost": fx.get("p_tost"), "p_tost_holm": None,
             "datasets": c["datasets"], "n_items": fx.get("n_items"), "unshared_mixtures": c["unshared_mixtures"],
             "score_a": c["score_a"], "score_b": c["score_b"]}
 

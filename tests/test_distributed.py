@@ -123,8 +123,10 @@ def test_a_killed_two_rank_run_resumes_to_the_one_rank_run(fixtures_dir, tmp_pat
     history = (tmp_path / "run" / "train_history.jsonl").read_text().splitlines()
     assert [json.loads(h)["step"] for h in history] == list(range(1, 9))  # rank 0 alone wrote it
     reference = (tmp_path / "whole" / "train_history.jsonl").read_text().splitlines()
+    # Relative 1e-5: shards and mini-batches are other matmul shapes (the padding is skipped on
+    # the CPU), and eight AdamW steps at lr 3e-3 carry their rounding into the loss.
     for ours, theirs in zip(history, reference):
-        assert abs(json.loads(ours)["loss"] - json.loads(theirs)["loss"]) < 1e-5, (ours, theirs)
+        assert json.loads(ours)["loss"] == pytest.approx(json.loads(theirs)["loss"], rel=1e-5), (ours, theirs)
     # The weights to a sixth of one step's largest move (lr 3e-3): AdamW divides each gradient by
     # its own running size, so an entry whose gradient is near zero moves by up to lr on rounding
     # alone. The gradients themselves agree to 1e-6 (the test above).
