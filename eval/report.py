@@ -55,6 +55,12 @@ def summarise(seeds: list[dict]) -> dict:
     return {"tasks": tasks, "families": families}
 
 
+def layer_table_moves(seeds: list[dict]) -> list[float]:
+    """Each trained run's relative change of its layer table, in seed order (none: no table)."""
+    return [r["train"]["layer_table"]["relative_change"] for r in sorted(seeds, key=lambda r: r["config"].get("seed") or 0)
+            if (r.get("train") or {}).get("layer_table") and "intervention" not in r]
+
+
 def matched_seeds(a: list[dict], b: list[dict]) -> tuple[list[dict], list[dict], list]:
     """The runs of a and of b at the seeds both have, in seed order, and those seeds; all of each
     (and no seeds) if they share none.
@@ -287,12 +293,15 @@ def write_report(runs: dict[str, list[dict]], out: Path, *, comparisons: list[tu
           + (f", this sweep session {sweep_seconds / 60:.0f} min" if sweep_seconds else "") + ").", "",
           "Reproduce: " + "; ".join(f"`{c}`" for c in commands), "",
           "## Scores per family (main score averaged over the family's datasets; ± = std over seeds)", "",
-          "| configuration | seeds | " + " | ".join(families) + " |", "|---|---|" + "---|" * len(families)]
+          "W moved: how far training moved the layer-weight table, ||W_end - W_start|| / ||W_start|| "
+          "(results.json `train.layer_table.relative_change`), per seed.", "",
+          "| configuration | seeds | " + " | ".join(families) + " | W moved |", "|---|---|" + "---|" * (len(families) + 1)]
     for name, s in summaries.items():
         cells = []
         for f in families:
             st = s["families"].get(f)
             cells.append("" if not st else f"{st['mean']:.4f}" + (f" ± {st['std']:.4f}" if st["std"] else ""))
+        cells.append(", ".join(f"{m:.2%}" for m in layer_table_moves(runs[name])))
         md.append(f"| {name} | {len(runs[name])} | " + " | ".join(cells) + " |")
 
     chance = chance_levels(runs)

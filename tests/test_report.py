@@ -71,7 +71,10 @@ def synthetic_run(seed, noise, shift=0.0, n=30):
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-    runs = {"good": [synthetic_run(s, 0.5, shift=0.05) for s in range(3)],
+    good = [synthetic_run(s, 0.5, shift=0.05) for s in range(3)]
+    for s, run_ in enumerate(good):  # W's movement, as training records it (seeds listed out of order)
+        run_["train"] = {"layer_table": {"relative_change": [0.0016, 0.0575, 0.0012][s]}}
+    runs = {"good": good[::-1],
             "noisy": [synthetic_run(s, 3.0) for s in range(3)],
             "twin": [synthetic_run(s, 0.5, shift=0.05) for s in range(3)],  # the same scores as good
             "pilot": [synthetic_run(0, 1.0)]}
@@ -156,3 +159,9 @@ def test_seeds_whose_runs_trained_on_different_mixtures_are_named():
          "ci95": (0.05, 0.15), "ci90": (0.06, 0.14), "margin": 0.01, "seeds": [0, 1], "per_seed": [0.1, 0.1],
          "p_holm": 0.01, "p_tost_holm": 1.0, "excludes_zero": True, "unshared_mixtures": [0]}
     assert "at seed 0 the two trained on different mixtures" in reading(v)
+
+
+def test_each_run_s_layer_table_movement_is_in_the_family_table(report):
+    md, _ = report
+    assert "| good | 3 | " in md and md.split("| good | 3 | ")[1].split("\n")[0].endswith("| 0.16%, 5.75%, 0.12% |")
+    assert md.split("| pilot | 1 | ")[1].split("\n")[0].endswith("|  |")  # no table, no movement
