@@ -9,8 +9,8 @@ Two intervals: the hierarchical bootstrap over seeds and items (eval.hierarchica
 seeds on, Student's t over the per-seed effects (eval.seedlevel). The bootstrap cannot see more
 seed variance than its few seeds showed; the t interval pays for few seeds but not for the items
 every seed shares. A verdict must hold under both (an intersection-union test: each p below is
-the larger of the two). The t interval was added on 2026-12-03, while the study's second and
-third seeds were running: it can only turn a verdict into "undecided", never into another.
+the larger of the two). The t interval came after the margin, while the study's later seeds were
+running (results/README.md, `cpu-study2/`), so it can only turn a verdict into "undecided".
 Rules, applied in this order:
 1. "undecided at this precision" when a dataset of the family has too few items to resample: a
    bootstrap over n items sees (n-1)/n of their variance and has a handful of distinct draws, so

@@ -18,13 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
+from eval.seedlevel import t_quantile
 from eval.stats import paired_test
 from eval.tasks import QUICK, STUDY
 from mltp.atomic import atomic_write_json, atomic_write_text
 
 PAIRS = [("M3-mltp", "A1-mltp-noW"), ("A2-mltp-middle4", "A2-mltp-middle4-noW"), ("A2-mltp-last4", "A2-mltp-last4-noW")]
 TARGET, SEEDS = 0.01, 3
-T_3SEEDS = 4.303  # the t quantile for 3 seeds (2 df): what a seed-level test pays for few seeds
+T_3SEEDS = t_quantile(0.975, 2)  # 3 seeds (2 df): what a seed-level test pays for few seeds
 
 
 def items(suite: dict, task: str) -> int:
