@@ -249,7 +249,12 @@ def convert_gguf(gguf_path: str | os.PathLike, out_dir: str | os.PathLike) -> Pa
             "note": "weights dequantised to float32 by gguf.quants.dequantize; q/k rows un-permuted",
         })
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is an ordinary directory
-        os.replace(tmp, out_dir)
+        try:
+            os.replace(tmp, out_dir)
+        except OSError as e:  # a directory that appeared meanwhile: another process converted it
+            if not out_dir.exists():
+                raise
+            raise FileExistsError(f"refusing to overwrite existing directory {out_dir}") from e
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -292,5 +297,7 @@ def default_model_dir(name: str = "smollm2-135m") -> Path:
     except FileExistsError:
         if not (out_dir / "config.json").is_file():  # another process won the race: fine if complete
             raise
+        print(f"mltp: {out_dir} was converted meanwhile by another process; using it", flush=True)
+        return out_dir
     print(f"mltp: converted {name} in {time.perf_counter() - start:.1f} s", flush=True)
     return out_dir

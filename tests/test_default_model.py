@@ -213,6 +213,38 @@ def test_convert_refuses_bad_paths(converted, tmp_path):
         mgguf.convert_gguf(mgguf.packaged_gguf("smollm2-135m"), converted["dir"])
 
 
+def test_two_processes_converting_at_once_share_the_winners_directory(monkeypatch, tmp_path, capsys):
+    # The other process finishes first: its directory appears while this one still writes.
+    out_dir = tmp_path / "models" / "smollm2-135m"
+
+    def other_process_wins(reader, config):
+        out_dir.mkdir(parents=True)
+        (out_dir / "config.json").write_text("{}")
+        (out_dir / "model.safetensors").write_text("the winner's")
+        return {"x": torch.zeros(1)}
+
+    monkeypatch.setattr(mgguf, "hf_state_dict", other_process_wins)
+    monkeypatch.setenv("MLTP_CACHE", str(tmp_path))
+    assert mgguf.default_model_dir("smollm2-135m") == out_dir
+    assert "converted meanwhile by another process" in capsys.readouterr().out
+    assert (out_dir / "model.safetensors").read_text() == "the winner's"
+    assert [p.name for p in out_dir.parent.iterdir()] == ["smollm2-135m"]  # no temporary left
+
+
+def test_a_directory_appearing_without_a_config_is_an_error(monkeypatch, tmp_path):
+    out_dir = tmp_path / "models" / "smollm2-135m"
+
+    def half_written(reader, config):
+        out_dir.mkdir(parents=True)
+        (out_dir / "model.safetensors").write_text("partial")
+        return {"x": torch.zeros(1)}
+
+    monkeypatch.setattr(mgguf, "hf_state_dict", half_written)
+    monkeypatch.setenv("MLTP_CACHE", str(tmp_path))
+    with pytest.raises(FileExistsError, match="smollm2-135m"):
+        mgguf.default_model_dir("smollm2-135m")
+
+
 def test_missing_package_says_how_to_install(monkeypatch, tmp_path):
     def not_installed(dist):
         raise importlib.metadata.PackageNotFoundError(dist)
