@@ -55,10 +55,13 @@ def summarise(seeds: list[dict]) -> dict:
     return {"tasks": tasks, "families": families}
 
 
-def layer_table_moves(seeds: list[dict]) -> list[float]:
-    """Each trained run's relative change of its layer table, in seed order (none: no table)."""
-    return [r["train"]["layer_table"]["relative_change"] for r in sorted(seeds, key=lambda r: r["config"].get("seed") or 0)
-            if (r.get("train") or {}).get("layer_table") and "intervention" not in r]
+def layer_table_moves(seeds: list[dict]) -> list[str]:
+    """How far each trained run's layer table moved, in seed order (none: no table): its relative
+    change, or, for a table that starts at zero (the scalar mix's uniform logits), where it ended."""
+    tables = [r["train"]["layer_table"] for r in sorted(seeds, key=lambda r: r["config"].get("seed") or 0)
+              if (r.get("train") or {}).get("layer_table") and "intervention" not in r]
+    return [f"{t['relative_change']:.2%}" if t["relative_change"] is not None else f"0 -> {t['norm_end']:.2f}"
+            for t in tables]
 
 
 def matched_seeds(a: list[dict], b: list[dict]) -> tuple[list[dict], list[dict], list]:
@@ -294,14 +297,15 @@ def write_report(runs: dict[str, list[dict]], out: Path, *, comparisons: list[tu
           "Reproduce: " + "; ".join(f"`{c}`" for c in commands), "",
           "## Scores per family (main score averaged over the family's datasets; ± = std over seeds)", "",
           "W moved: how far training moved the layer-weight table, ||W_end - W_start|| / ||W_start|| "
-          "(results.json `train.layer_table.relative_change`), per seed.", "",
+          "(results.json `train.layer_table.relative_change`), per seed; a table that starts at zero "
+          "shows `0 -> ||W_end||`.", "",
           "| configuration | seeds | " + " | ".join(families) + " | W moved |", "|---|---|" + "---|" * (len(families) + 1)]
     for name, s in summaries.items():
         cells = []
         for f in families:
             st = s["families"].get(f)
             cells.append("" if not st else f"{st['mean']:.4f}" + (f" ± {st['std']:.4f}" if st["std"] else ""))
-        cells.append(", ".join(f"{m:.2%}" for m in layer_table_moves(runs[name])))
+        cells.append(", ".join(layer_table_moves(runs[name])))
         md.append(f"| {name} | {len(runs[name])} | " + " | ".join(cells) + " |")
 
     chance = chance_levels(runs)

@@ -78,6 +78,8 @@ def report(tmp_path_factory):
             "noisy": [synthetic_run(s, 3.0) for s in range(3)],
             "twin": [synthetic_run(s, 0.5, shift=0.05) for s in range(3)],  # the same scores as good
             "pilot": [synthetic_run(0, 1.0)]}
+    for run_ in runs["twin"]:  # a table that starts at zero (the scalar mix) has no relative change
+        run_["train"] = {"layer_table": {"norm_start": 0.0, "norm_end": 5.8013, "relative_change": None}}
     out = tmp_path_factory.mktemp("report")
     comparisons = [("good vs noisy", "good", "noisy"), ("good vs twin", "good", "twin"), ("good vs pilot", "good", "pilot")]
     write_report(runs, out, comparisons=comparisons, title="t", commands=["python run.py ablation"])
@@ -164,4 +166,5 @@ def test_seeds_whose_runs_trained_on_different_mixtures_are_named():
 def test_each_run_s_layer_table_movement_is_in_the_family_table(report):
     md, _ = report
     assert "| good | 3 | " in md and md.split("| good | 3 | ")[1].split("\n")[0].endswith("| 0.16%, 5.75%, 0.12% |")
+    assert md.split("| twin | 3 | ")[1].split("\n")[0].endswith("| 0 -> 5.80, 0 -> 5.80, 0 -> 5.80 |")
     assert md.split("| pilot | 1 | ")[1].split("\n")[0].endswith("|  |")  # no table, no movement
