@@ -201,3 +201,14 @@ def test_a_configuration_that_names_its_token_keeps_it(tiny, tmp_path):
     assert record["config"]["layer_token"] == "mean" and record["config"]["attn"] == "causal"
     assert record["name"] == "mltp-causal-all-mean"  # not M3's name: a main-job run directory of its own
     assert run.config_name(run.parse(["--pool", "mltp"])) == "mltp-causal-all"
+
+
+def test_a_run_made_from_another_checkout_reproduces_from_this_one():
+    from pathlib import Path
+
+    from mltp.cli.study import same_out
+    out = Path("results/cpu-study2")
+    elsewhere = "python run.py ablation --seeds 1 --out /elsewhere/results/cpu-study2 --only M3-mltp"
+    assert same_out(elsewhere, out) == "python run.py ablation --seeds 1 --out results/cpu-study2 --only M3-mltp"
+    other = "python run.py ablation --out runs/other"  # another folder is left as it was
+    assert same_out(other, out) == other

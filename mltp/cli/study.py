@@ -159,10 +159,20 @@ def run_ablation(args: argparse.Namespace) -> None:
         runs, out, comparisons=comparisons,
         title=f"MLTP ablation study ({args.attn} ablations)",
         # Every command that produced a run in this directory (sessions may differ), in order seen.
-        commands=list(dict.fromkeys(r.get("command", "") for rs in runs.values() for r in rs if r.get("command"))),
+        commands=list(dict.fromkeys(same_out(r["command"], out) for rs in runs.values() for r in rs if r.get("command"))),
         sweep_seconds=None if args.report_only else time.perf_counter() - t0,
     )
     print(f"report: {paths['markdown']}")
+
+
+def same_out(command: str, out: Path) -> str:
+    """A run's command with an `--out` that named this folder by another path (a checkout elsewhere)
+    spelt as this report names it, so the reproduce line runs from this checkout."""
+    words = command.split(" ")
+    for i, w in enumerate(words[:-1]):
+        if w == "--out" and Path(words[i + 1]).name == out.name and Path(words[i + 1]) != out:
+            words[i + 1] = str(out)
+    return " ".join(words)
 
 
 INTERVENTIONS = {"zero": "W set to zero", "shuffled": "W's rows shuffled", "other-seed": "W from another seed"}
