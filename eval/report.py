@@ -49,7 +49,7 @@ def summarise(seeds: list[dict]) -> dict:
         scores = [s["tasks"][name]["main_score"] for s in seeds if name in s["tasks"]]
         tasks[name] = {"family": seeds[0]["tasks"][name]["family"], "mean": statistics.fmean(scores), "scores": scores}
     families = {}
-    for family in {t["family"] for t in tasks.values()}:
+    for family in dict.fromkeys(t["family"] for t in tasks.values()):  # first-seen order: a rebuilt report.json diffs clean
         per_seed = [statistics.fmean(s["tasks"][n]["main_score"] for n in s["tasks"] if s["tasks"][n]["family"] == family) for s in seeds]
         families[family] = {"mean": statistics.fmean(per_seed), "std": statistics.stdev(per_seed) if len(per_seed) > 1 else None, "seeds": len(per_seed)}
     return {"tasks": tasks, "families": families}
