@@ -63,7 +63,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run as a script from anywhere: bench/ is not a package
 
-from mltp.atomic import atomic_write_stem  # noqa: E402
+from mltp.hygiene.atomic import atomic_write_stem  # noqa: E402
 from mltp.config import ModelConfig, from_hf_config  # noqa: E402
 from mltp.lora import LoRAConfig, apply_lora, lora_parameters  # noqa: E402
 from mltp.loss import info_nce  # noqa: E402

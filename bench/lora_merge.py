@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from mltp.atomic import atomic_write_stem  # noqa: E402
-from mltp.checkpoint import load_model, resolve_model  # noqa: E402
+from mltp.hygiene.atomic import atomic_write_stem  # noqa: E402
+from mltp.formats.checkpoint import load_model, resolve_model  # noqa: E402
 from mltp.embedder import Embedder, EmbedderConfig  # noqa: E402
 from mltp.lora import LoRAConfig, apply_lora, lora_layers, merge_lora  # noqa: E402
 from mltp.pooling import PoolerConfig, build_pooler  # noqa: E402

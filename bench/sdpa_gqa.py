@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from mltp.atomic import atomic_write_stem  # noqa: E402
+from mltp.hygiene.atomic import atomic_write_stem  # noqa: E402
 
 # (H query heads, K KV heads, head dim) of the three benchmark shapes.
 SHAPES = {"smollm2-135m": (9, 3, 64), "qwen2-0.5b": (14, 2, 64), "mistral-7b": (32, 8, 128)}

@@ -20,10 +20,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .atomic import atomic_write_json
-from .checkpoint import load_model
+from .hygiene.atomic import atomic_write_json
+from .formats.checkpoint import load_model
 from .fast import forward as fast_forward, skip_padding_by_default
-from .lora import ADAPTER_CONFIG, LoRAConfig, load_adapter, lora_layers, merge_lora, save_adapter
+from .lora import LoRAConfig, lora_layers, merge_lora
+from .formats.peft import ADAPTER_CONFIG, load_adapter, save_adapter
 from .model import Decoder
 from .pooling import Pooler, load_pooler, save_pooler
 from .tokenizer import Tokenizer, load_tokenizer

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .atomic import atomic_write, atomic_write_json
+from .hygiene.atomic import atomic_write, atomic_write_json
 from .layers import parse_layers
 from .perceiver import CrossAttentionBlock, upcast
 

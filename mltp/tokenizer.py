@@ -56,7 +56,7 @@ def _token_id(raw: RawTokenizer, token) -> int | None:
 
 
 def load_tokenizer(path_or_name: str | Path) -> Tokenizer:
-    from .checkpoint import resolve_model
+    from .formats.checkpoint import resolve_model
 
     directory = resolve_model(path_or_name)
     path = directory / "tokenizer.json"

@@ -26,8 +26,8 @@ settings); it is written under a temporary name and renamed, and `<run>/checkpoi
 (written atomically) names the newest complete one. A checkpoint resumes only under the settings
 it was made with, and its optimiser must agree with the asked learning rate and weight decay:
 a restored state never silently overrides a flag. Ctrl-C finishes the step, writes a checkpoint
-and stops (mltp.interrupt); every step is appended to train_history.jsonl as it ends
-(mltp.history).
+and stops (mltp.hygiene.interrupt); every step is appended to train_history.jsonl as it ends
+(mltp.hygiene.history).
 """
 from __future__ import annotations
 
@@ -44,12 +44,13 @@ import torch
 from safetensors.torch import load_file
 
 from . import distributed
-from .atomic import atomic_write_json, atomic_write_text
-from .data import Pair, is_symmetric, normalize_text, row_instruction
+from .hygiene.atomic import atomic_write_json, atomic_write_text
+from .data.mixture import Pair, is_symmetric, normalize_text, row_instruction
 from .embedder import Embedder
-from .history import History
-from .interrupt import TrainingInterrupted, stop_at_step_boundary
-from .lora import LoRAConfig, load_adapter, lora_parameters
+from .hygiene.history import History
+from .hygiene.interrupt import TrainingInterrupted, stop_at_step_boundary
+from .lora import LoRAConfig, lora_parameters
+from .formats.peft import load_adapter
 from .loss import info_nce
 from .pooling import WEIGHTS_FILE
 from .step import BatchTexts, contrastive_backward

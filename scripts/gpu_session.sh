@@ -79,7 +79,7 @@ b)
     echo "$(cat "$S/gguf.sha256")  $S/model.gguf" | sha256sum -c - || exit 1
     $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$S/site" "$S"/whl/*.whl || exit 1
     log "converting"
-    # Where `--model smollm2-135m` looks first (mltp.gguf.default_model_dir), so run.py finds it.
+    # Where `--model smollm2-135m` looks first (mltp.formats.gguf.default_model_dir), so run.py finds it.
     PYTHONPATH=$S/site timeout 120 $PY -c "
 import sys
 from mltp.gguf import cache_root, convert_gguf

@@ -17,7 +17,7 @@ sys.path.insert(0, str(ROOT))
 
 from eval.manifest import MANIFEST_JSON, Entry, Upstream, parse_markdown, to_json  # noqa: E402
 from eval.recipes import RECIPES  # noqa: E402
-from mltp.atomic import atomic_write_text  # noqa: E402
+from mltp.hygiene.atomic import atomic_write_text  # noqa: E402
 
 
 def entry_for(row) -> Entry:

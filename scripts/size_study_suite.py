@@ -21,7 +21,7 @@ import numpy as np
 from eval.seedlevel import t_quantile
 from eval.stats import paired_test
 from eval.tasks import QUICK, STUDY
-from mltp.atomic import atomic_write_json, atomic_write_text
+from mltp.hygiene.atomic import atomic_write_json, atomic_write_text
 
 PAIRS = [("M3-mltp", "A1-mltp-noW"), ("A2-mltp-middle4", "A2-mltp-middle4-noW"), ("A2-mltp-last4", "A2-mltp-last4-noW")]
 TARGET, SEEDS = 0.01, 3

@@ -246,7 +246,7 @@ def test_live_bytes_counts_fresh_storage_until_freed():
 
 
 def test_result_files_keep_a_dotted_stem(tmp_path):
-    from mltp.atomic import atomic_write_stem
+    from mltp.hygiene.atomic import atomic_write_stem
 
     atomic_write_stem(tmp_path / "cpu-qwen2-0.5b", {"a": 1}, "| a |\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cpu-qwen2-0.5b.json", "cpu-qwen2-0.5b.md"]

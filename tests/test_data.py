@@ -1,7 +1,7 @@
-"""The training mixture (mltp/data.py, mltp/sources.py) against the raw files.
+"""The training mixture (mltp/data/mixture.py, mltp/data/sources.py) against the raw files.
 
 Reference values come from this file's own deliberately plain readers of the raw data (a tab
-split, csv, a line count), written separately from mltp/sources.py, and from rows read by eye in
+split, csv, a line count), written separately from mltp/data/sources.py, and from rows read by eye in
 the files (MRPC's first line, WordNet's "entity" synset).
 """
 import builtins
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from mltp.data import (
+from mltp.data.mixture import (
     CLASSIFICATION_SOURCES, DEFAULT_SOURCES, SOURCES, Pair, build_mixture, build_mixture_with_dropped,
     instruction_for, is_symmetric, mixture_report,
 )
@@ -25,12 +25,12 @@ SMALL = ("mrpc", "trecqa", "stsb", "sts12", "scifact")  # the sources that read 
 
 
 def norm(text):
-    # written apart from mltp.sources.normalize_text on purpose (lower, not casefold)
+    # written apart from mltp.data.sources.normalize_text on purpose (lower, not casefold)
     return " ".join(text.lower().split())
 
 
 def letters_digits(text):
-    # written apart from mltp.data.contamination_key on purpose (a regex, lower, not casefold)
+    # written apart from mltp.data.mixture.contamination_key on purpose (a regex, lower, not casefold)
     return re.sub(r"[\W_]+", "", text.lower())
 
 

@@ -1,4 +1,4 @@
-"""The packaged SmolLM2-135M GGUF, converted by mltp.gguf and run by mltp's own decoder.
+"""The packaged SmolLM2-135M GGUF, converted by mltp.formats.gguf and run by mltp's own decoder.
 
 Reference numbers: tests/fixtures/smollm2/reference.json, written by
 scripts/fixtures/make_smollm2_reference.py from transformers' own GGUF loader (its dequantisation,
@@ -18,7 +18,7 @@ import torch
 from safetensors import safe_open
 
 import mltp
-from mltp import gguf as mgguf
+from mltp.formats import gguf as mgguf
 
 # The real file, converted once per test session into pytest's tmp dir through default_model_dir.
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import run
-from mltp.checkpoint import load_model
+from mltp.formats.checkpoint import load_model
 from mltp.cli import encode as encode_cli
 from mltp.embedder import Embedder, EmbedderConfig
 from mltp.pooling import PoolerConfig, build_pooler

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 import run
-from mltp import gguf as mgguf
-from mltp.checkpoint import load_model
+from mltp.formats import gguf as mgguf
+from mltp.formats.checkpoint import load_model
 from mltp.embedder import Embedder, EmbedderConfig
-from mltp.export import POOLING_FOLDER, export, prompt_prefix
+from mltp.formats.export import POOLING_FOLDER, export, prompt_prefix
 from mltp.lora import LoRAConfig, apply_lora, lora_layers
 from mltp.pooling import KINDS, PoolerConfig, build_pooler, load_pooler, save_pooler
 from mltp.tokenizer import load_tokenizer
@@ -86,7 +86,7 @@ def test_export_directory_is_a_plain_hf_checkpoint(fixtures_dir, tmp_path):
     for name, t in plain.items():
         torch.testing.assert_close(t, merged[name], rtol=0, atol=0)
     modules = json.loads((out / "modules.json").read_text())
-    assert [m["type"] for m in modules] == ["mltp.st_module.MLTPDecoder", "mltp.st_module.MLTPPooling"]
+    assert [m["type"] for m in modules] == ["mltp.formats.st_module.MLTPDecoder", "mltp.formats.st_module.MLTPPooling"]
     prompts = json.loads((out / "config_sentence_transformers.json").read_text())["prompts"]
     assert prompts["STSBenchmark"] == "Instruct: Retrieve semantically similar text.\nQuery: "
     assert (out / POOLING_FOLDER / "pooler.safetensors").exists()

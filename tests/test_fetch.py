@@ -274,7 +274,7 @@ def test_main_job_without_data_names_the_command(tmp_path, monkeypatch, capsys):
 
 def test_training_sources_without_files_are_named_and_left_out(tmp_path):
     from mltp.cli.job import sources_present
-    from mltp.data import DEFAULT_SOURCES, SOURCES
+    from mltp.data.mixture import DEFAULT_SOURCES, SOURCES
 
     for name in DEFAULT_SOURCES:
         if name not in ("debian", "wordnet"):

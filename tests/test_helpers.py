@@ -9,9 +9,9 @@ import torch
 
 import eval.tasks
 from eval import loaders
-from mltp.atomic import atomic_write_text
-from mltp.sources import STS_INSTRUCTION, trecqa_pairs
-from mltp.textfile import open_text
+from mltp.hygiene.atomic import atomic_write_text
+from mltp.data.sources import STS_INSTRUCTION, trecqa_pairs
+from mltp.hygiene.textfile import open_text
 
 BOM = "\ufeff"
 

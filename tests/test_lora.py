@@ -12,16 +12,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import mltp
-from mltp.lora import (
-    LoRAConfig,
-    LoRALinear,
-    apply_lora,
-    load_adapter,
-    lora_layers,
-    lora_parameters,
-    merge_lora,
-    save_adapter,
-)
+from mltp.formats.peft import load_adapter, save_adapter
+from mltp.lora import LoRAConfig, LoRALinear, apply_lora, lora_layers, lora_parameters, merge_lora
 
 SEVEN = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 

@@ -11,7 +11,7 @@ import torch
 import eval as evaluators
 from eval.mteb_model import MTEBModel
 from eval.tasks import TASKS, build_task
-from mltp.checkpoint import load_model
+from mltp.formats.checkpoint import load_model
 from mltp.embedder import Embedder, EmbedderConfig
 from mltp.pooling import PoolerConfig, build_pooler
 from mltp.tokenizer import load_tokenizer

@@ -17,11 +17,11 @@ import mltp.cli.job as job
 import run
 from eval.files import TASK_FILES
 from eval.tasks import TASKS
-from mltp import manifest
-from mltp.checkpoint import load_model
-from mltp.interrupt import TrainingInterrupted
+from mltp.data import manifest
+from mltp.formats.checkpoint import load_model
+from mltp.hygiene.interrupt import TrainingInterrupted
 from mltp.pooler_flags import unused_flags
-from mltp.strict_json import finite_or_null
+from mltp.hygiene.strict_json import finite_or_null
 from mltp.train import CheckpointError, SettingsMismatch, TrainConfig, train
 
 from test_run import TINY_RUN
@@ -165,7 +165,7 @@ KILLER = """
 import os, pathlib, sys
 sys.path.insert(0, {root!r})
 import run
-from mltp import history
+from mltp.hygiene import history
 
 point, argv = sys.argv[1], sys.argv[2:]
 real_replace, real_rename, real_append = os.replace, pathlib.Path.rename, history.History.append

@@ -7,7 +7,7 @@ import torch
 
 import mltp
 from mltp import fast
-from mltp.data import Pair
+from mltp.data.mixture import Pair
 from mltp.embedder import Embedder, EmbedderConfig
 from mltp.lora import LoRAConfig, apply_lora, lora_layers
 from mltp.pooling import PoolerConfig, build_pooler

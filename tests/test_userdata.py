@@ -5,9 +5,9 @@ import json
 import pytest
 
 import run
-from mltp.data import instruction_for, is_symmetric, row_instruction
-from mltp.sources import Pair
-from mltp.userdata import check_files, join_user_data, parse_spec, read_rows
+from mltp.data.mixture import instruction_for, is_symmetric, row_instruction
+from mltp.data.sources import Pair
+from mltp.data.userdata import check_files, join_user_data, parse_spec, read_rows
 
 
 def write_jsonl(path, rows):

@@ -16,8 +16,8 @@ from pathlib import Path
 import eval as evaluators
 from eval import fetch as fetcher
 from eval.manifest import load, render_markdown
-from mltp.atomic import atomic_write_text
-from mltp.cli.settings import fail
+from mltp.hygiene.atomic import atomic_write_text
+from .errors import fail
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:

@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mltp.atomic import atomic_write
+from mltp.hygiene.atomic import atomic_write
 from mltp.embedder import EMBEDDER_FILE, Embedder
 
-from .settings import BUDGETS, fail
+from .errors import fail
+from .settings import BUDGETS
 
 CHUNK = 512  # texts per progress step; each chunk is still sorted by length and batched inside encode()
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import argparse
 
-from mltp.export import export
+from mltp.formats.export import export
 
-from .settings import fail
+from .errors import fail
 
 
 def add_export_args(p: argparse.ArgumentParser) -> None:

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 import eval as evaluators
-from mltp.atomic import atomic_write_json
+from mltp.hygiene.atomic import atomic_write_json
 from mltp.embedder import Embedder
 from mltp.pooling import WEIGHTS_FILE
 

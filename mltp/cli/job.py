@@ -17,24 +17,25 @@ from pathlib import Path
 import torch
 
 import eval as evaluators
-from mltp import distributed, manifest
-from mltp.atomic import atomic_write_json, atomic_write_text, remove_stray_temps
-from mltp.checkpoint import load_model
-from mltp.data import DEFAULT_SOURCES, SOURCES, build_mixture_with_dropped, mixture_report
+from mltp import distributed
+from mltp.data import manifest
+from mltp.hygiene.atomic import atomic_write_json, atomic_write_text, remove_stray_temps
+from mltp.formats.checkpoint import load_model
+from mltp.data.mixture import DEFAULT_SOURCES, SOURCES, build_mixture_with_dropped, mixture_report
 from mltp.embedder import Embedder, EmbedderConfig
-from mltp.interrupt import TrainingInterrupted
+from mltp.hygiene.interrupt import TrainingInterrupted
 from mltp.layers import describe_layers
 from mltp.lora import LoRAConfig, apply_lora, merge_lora
 from mltp.fast import compile_blocks
 from mltp.pooler_flags import unused_flags
 from mltp.pooling import PER_BLOCK_KINDS, PoolerConfig, build_pooler, count_parameters
-from mltp.preflight import safetensors_header
-from mltp.strict_json import finite_or_null
+from mltp.hygiene.preflight import safetensors_header
+from mltp.hygiene.strict_json import finite_or_null
 from mltp.tokenizer import load_tokenizer
 from mltp.train import CheckpointError, SettingsMismatch, TrainConfig, latest_checkpoint, train
-from mltp.userdata import join_user_data
+from mltp.data.userdata import join_user_data
 
-from .identity import differences, run_config as resolved_config, settings_of
+from ..hygiene.identity import differences, run_config as resolved_config, settings_of
 from .settings import ROOT, config_name, fail
 
 class Tee:

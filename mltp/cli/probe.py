@@ -11,8 +11,8 @@ from torch import nn
 
 import eval as evaluators
 from eval.report import probe_chart
-from mltp.atomic import atomic_write_json, atomic_write_text
-from mltp.checkpoint import load_model
+from mltp.hygiene.atomic import atomic_write_json, atomic_write_text
+from mltp.formats.checkpoint import load_model
 from mltp.embedder import EMBEDDER_FILE, Embedder, EmbedderConfig
 from mltp.pooling import CONFIG_FILE as POOLER_CONFIG_FILE, last_token, masked_mean
 from mltp.tokenizer import load_tokenizer

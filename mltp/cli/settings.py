@@ -3,24 +3,26 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from pathlib import Path
 
 import torch
 
 import eval as evaluators
 from eval.files import task_files
-from mltp import manifest
-from mltp.checkpoint import resolve_model
+from mltp.data import manifest
+from mltp.formats.checkpoint import resolve_model
 from mltp.embedder import E5_TEMPLATE
 from mltp.distributed import launched_ranks, rank_device
 from mltp.layers import parse_layers
 from mltp.pooler_flags import unused_flags
 from mltp.pooling import PER_BLOCK_KINDS, SINGLE_BLOCK_KINDS, PoolerConfig
-from mltp.preflight import check_model_dir
-from mltp.sources import CLASSIFICATION_SOURCES, DEFAULT_SOURCES, SOURCES
+from mltp.hygiene.preflight import check_model_dir
+from mltp.data.sources import CLASSIFICATION_SOURCES, DEFAULT_SOURCES, SOURCES
 from mltp.tokenizer import load_tokenizer
-from mltp.userdata import check_files
+from mltp.data.userdata import check_files
+
+from .data import fetch_data
+from .errors import fail
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,11 +36,6 @@ BUDGETS = {
     "cuda": dict(suite="full", steps=1000, batch_size=64, max_length=256, lr=1e-4, warmup=100, seeds=3, dtype="bfloat16",
                  joint_forward=True),
 }
-
-
-def fail(message: str) -> None:
-    print(f"run.py: error: {message}", file=sys.stderr)
-    sys.exit(2)
 
 
 def resolve(args: argparse.Namespace, log=print) -> argparse.Namespace:
@@ -79,7 +76,6 @@ def resolve(args: argparse.Namespace, log=print) -> argparse.Namespace:
             fail(f"{e}; or add --fetch-data")
         args.data_dir = str(args.data_dir or evaluators.user_data_dir())
     if not (Path(args.data_dir) / "MANIFEST.md").exists() and getattr(args, "fetch_data", False):
-        from mltp.cli.data import fetch_data  # imported here: it imports this module
         fetch_data(args.data_dir, log=log)
     if not (Path(args.data_dir) / "MANIFEST.md").exists():
         fail(f"no benchmark data at {args.data_dir} (MANIFEST.md missing): pass --data-dir, set MLTP_DATA_DIR, "

@@ -10,7 +10,7 @@ from eval.report import write_report
 
 from mltp.train import setting_differences
 
-from .identity import run_config, settings_of
+from ..hygiene.identity import run_config, settings_of
 from .job import check_run_dir, run_one
 from .settings import ROOT, fail, resolve
 
@@ -81,7 +81,7 @@ def study_comparisons(reference: str) -> list[tuple[str, str, str]]:
 
 def check_same_budget(run_dir: Path, run_args: argparse.Namespace) -> None:
     # What must match between a finished run and the sweep that would skip it: every setting
-    # (mltp.cli.identity), so a report never averages or compares runs made with different
+    # (mltp.hygiene.identity), so a report never averages or compares runs made with different
     # models, budgets or evaluation sets. joint_forward and mini_batch count although they change
     # no model, loss or data: they draw other dropout masks, and configurations compared at one
     # seed share their dropout draws (common random numbers); a report mixing modes would lose that.

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .textfile import open_text
+from ..hygiene.textfile import open_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +58,7 @@ class Source:
 
 
 # ---------------------------------------------------------------------------------------------
-# file access: every file is opened by mltp.textfile.open_text, so a missing file names its path
+# file access: every file is opened by mltp.hygiene.textfile.open_text, so a missing file names its path
 
 
 def _tsv_rows(path: Path, min_fields: int, header: bool) -> Iterator[tuple[int, list[str]]]:

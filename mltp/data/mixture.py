@@ -24,8 +24,8 @@ import random
 from collections import Counter
 from pathlib import Path
 
-from mltp.sources import CLASSIFICATION_SOURCES, DEFAULT_SOURCES, SOURCES, Pair, normalize_text
-from mltp.userdata import PREFIX as USER_PREFIX
+from mltp.data.sources import CLASSIFICATION_SOURCES, DEFAULT_SOURCES, SOURCES, Pair, normalize_text
+from mltp.data.userdata import PREFIX as USER_PREFIX
 
 __all__ = [
     "Pair", "SOURCES", "DEFAULT_SOURCES", "CLASSIFICATION_SOURCES", "DEFAULT_MAX_PER_SOURCE",

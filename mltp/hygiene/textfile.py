@@ -1,4 +1,4 @@
-"""Opening the data files: one reader for training sources (mltp/sources.py) and evaluators (eval/loaders.py),
+"""Opening the data files: one reader for training sources (mltp/data/sources.py) and evaluators (eval/loaders.py),
 and one digest of a file's bytes for the records that name a file by its sha256.
 
 One opener, so that both sides decode the same bytes the same way: a file the two read differently

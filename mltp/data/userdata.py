@@ -13,7 +13,7 @@ whole when any of its texts is an evaluation text, and is counted and printed pe
 Negatives: the loss takes one hard negative per query (mltp.loss), so a row's negative is drawn
 from its list once, with a generator seeded by the run's seed and the file, as the built-in
 sources draw theirs. Weight: how many copies of the file the mixture holds (2.0: every row twice;
-0.5: a seeded half), default 1. The built-in per-source cap (mltp.data) does not apply: the user
+0.5: a seeded half), default 1. The built-in per-source cap (mltp.data.mixture) does not apply: the user
 chose the size.
 """
 from __future__ import annotations
@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .sources import Pair, normalize_text
-from .textfile import file_sha256
+from ..hygiene.textfile import file_sha256
 
-PREFIX = "file:"  # source name of a user file's rows: "file:<name>" (mltp.data.is_symmetric knows it)
+PREFIX = "file:"  # source name of a user file's rows: "file:<name>" (mltp.data.mixture.is_symmetric knows it)
 
 
 @dataclass(frozen=True)

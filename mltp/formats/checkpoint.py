@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from .config import read_config
-from .model import Decoder
+from ..config import read_config
+from ..model import Decoder
 
 # Hugging Face name -> our name. Causal-LM checkpoints prefix the body with `model.`; AutoModel
 # (base model) checkpoints do not. Either loads.

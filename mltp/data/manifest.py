@@ -21,7 +21,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .atomic import atomic_write_json
+from ..hygiene.atomic import atomic_write_json
 
 MANIFEST = "MANIFEST.md"
 CHUNK = 1 << 20
@@ -78,7 +78,7 @@ def _digest(path: Path) -> tuple[int, str]:
 
 
 def default_cache() -> Path:
-    # Beside the converted models (mltp.gguf.cache_root): one cache folder for the project.
+    # Beside the converted models (mltp.formats.gguf.cache_root): one cache folder for the project.
     return Path(os.environ.get("MLTP_CACHE", Path.home() / ".cache" / "mltp")) / "data-verdicts.json"
 
 

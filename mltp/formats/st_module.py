@@ -1,6 +1,6 @@
 """sentence-transformers modules for an exported mltp embedder (optional extra `st`).
 
-An export (mltp.export) is a directory that `SentenceTransformer(DIR, trust_remote_code=True)`
+An export (mltp.formats.export) is a directory that `SentenceTransformer(DIR, trust_remote_code=True)`
 loads as two modules, listed in its `modules.json`:
 
     0  MLTPDecoder   (the root)        text -> ids + EOS -> transformers' AutoModel -> every hidden state
@@ -27,13 +27,13 @@ from __future__ import annotations
 import torch
 
 from .export import DECODER_CONFIG
-from .model import attention_mask_4d
-from .pooling import load_pooler, save_pooler
+from ..model import attention_mask_4d
+from ..pooling import load_pooler, save_pooler
 
 try:  # the base classes exist only with the extra installed; without it, importing this file says so
     from sentence_transformers.base.modules import InputModule, Module
 except ImportError as e:  # pragma: no cover - exercised only without the extra
-    raise ImportError("mltp.st_module needs sentence-transformers: pip install 'mltp[st]'") from e
+    raise ImportError("mltp.formats.st_module needs sentence-transformers: pip install 'mltp[st]'") from e
 
 
 class MLTPDecoder(InputModule):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer as RawTokenizer
 
-from .config import ModelConfig, read_config
+from ..config import ModelConfig, read_config
 
 FLOAT_DTYPES = {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"}
 

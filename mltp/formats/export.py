@@ -8,7 +8,7 @@
       1_MLTPPooling/                    the pooler: pooler_config.json + pooler.safetensors (mltp's own)
       modules.json, config_sentence_transformers.json   the sentence-transformers wiring and prompts
 
-The modules themselves live in mltp.st_module; writing the directory needs neither
+The modules themselves live in mltp.formats.st_module; writing the directory needs neither
 sentence-transformers nor transformers. The directory is built beside DIR and moved into place
 whole, so a failed export leaves nothing half written.
 """
@@ -24,12 +24,12 @@ import torch
 from safetensors.torch import save_file
 
 from .checkpoint import resolve_model
-from .embedder import Embedder
-from .model import Decoder
-from .pooling import save_pooler
-from .tokenizer import load_tokenizer
+from ..embedder import Embedder
+from ..model import Decoder
+from ..pooling import save_pooler
+from ..tokenizer import load_tokenizer
 
-DECODER_CONFIG = "mltp_decoder_config.json"  # read by mltp.st_module.MLTPDecoder
+DECODER_CONFIG = "mltp_decoder_config.json"  # read by mltp.formats.st_module.MLTPDecoder
 POOLING_FOLDER = "1_MLTPPooling"
 # model_type -> transformers' base-model class: the checkpoint holds the body only, no LM head.
 BASE_ARCHITECTURES = {"llama": "LlamaModel", "mistral": "MistralModel", "qwen2": "Qwen2Model"}
@@ -38,8 +38,8 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 
 def modules_json() -> list[dict]:
     return [
-        {"idx": 0, "name": "0", "path": "", "type": "mltp.st_module.MLTPDecoder"},
-        {"idx": 1, "name": "1", "path": POOLING_FOLDER, "type": "mltp.st_module.MLTPPooling"},
+        {"idx": 0, "name": "0", "path": "", "type": "mltp.formats.st_module.MLTPDecoder"},
+        {"idx": 1, "name": "1", "path": POOLING_FOLDER, "type": "mltp.formats.st_module.MLTPPooling"},
     ]
 
 

