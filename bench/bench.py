@@ -67,9 +67,8 @@ from mltp.hygiene.atomic import atomic_write_stem  # noqa: E402
 from mltp.config import ModelConfig, from_hf_config  # noqa: E402
 from mltp.lora import LoRAConfig, apply_lora, lora_parameters  # noqa: E402
 from mltp.loss import info_nce  # noqa: E402
-from mltp import fast  # noqa: E402
-from mltp.fast import COMPILE_MODES, compile_blocks  # noqa: E402
-from mltp.model import Decoder  # noqa: E402
+from mltp import packed  # noqa: E402
+from mltp.model import COMPILE_MODES, Decoder, compile_blocks  # noqa: E402
 from mltp.layers import parse_layers  # noqa: E402
 from mltp.pooling import PoolerConfig, build_pooler  # noqa: E402
 
@@ -157,11 +156,13 @@ def share_weights(model: Decoder, hf) -> None:
 
 
 def mltp_states(model, ids, mask, keep=None, skip_padding="auto"):
-    # Timed through the tuned forward with keep = the pooler's blocks, as mltp.embedder.Embedder
-    # runs it (the states nobody reads are freed as the forward goes); parity compares every state
-    # (keep=None). skip_padding auto: the embedder's default.
-    skip = fast.skip_padding_by_default(ids.device, model.training) if skip_padding == "auto" else skip_padding == "on"
-    return fast.forward(model, ids, mask, causal=True, keep=keep, skip_padding=skip)
+    # Timed through the forward the embedder runs, with keep = the pooler's blocks, as
+    # mltp.embedder.Embedder runs it (the states nobody reads are freed as the forward goes); parity
+    # compares every state (keep=None). skip_padding auto: the embedder's choice (mltp.packed.packs_padding).
+    skip = packed.packs_padding(model, ids.device) if skip_padding == "auto" else skip_padding == "on"
+    if skip:
+        return packed.forward(model, ids, mask, causal=True, keep=keep)
+    return model(ids, mask, causal=True, keep=keep)
 
 
 def hf_states(model, ids, mask):
@@ -686,12 +687,12 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=None, help="untimed repetitions per side (default cpu 1, cuda 5)")
     p.add_argument("--dtype", choices=["fp32", "bf16"], default=None, help="default: cpu fp32, cuda bf16")
     p.add_argument("--compile", nargs="?", const="default", metavar="MODE", choices=COMPILE_MODES,
-                   help="torch.compile every mltp decoder block (mltp.fast.compile_blocks); MODE as torch.compile's")
+                   help="torch.compile every mltp decoder block (mltp.model.compile_blocks); MODE as torch.compile's")
     p.add_argument("--baseline", choices=["transformers", "none"], default="transformers",
                    help="none: time mltp alone, parity against unpadded runs (needs no transformers)")
     p.add_argument("--skip-padding", choices=["auto", "on", "off"], default="auto",
-                   help="mltp's blocks compute on the real tokens only (mltp.fast); auto: the embedder's default "
-                        "(mltp.fast.skip_padding_by_default), on the CPU only, in training too")
+                   help="mltp's blocks compute on the real tokens only (mltp.packed); auto: the embedder's choice "
+                        "(mltp.packed.packs_padding), on the CPU only, in training too, unless compiled")
     p.add_argument("--checkpointing", choices=["auto", "on", "off"], default="auto",
                    help="gradient checkpointing in train mode, both sides; auto: on at the 7B shape only")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads on cpu")

@@ -56,8 +56,9 @@ def main(argv=None) -> list[dict]:
         top = max(needs) if max(needs) < cfg.num_hidden_layers else None
 
         def mltp_states(m, ids, mask):  # what Embedder.forward asks of the decoder
-            skip = bench.fast.skip_padding_by_default(ids.device, m.training)
-            return bench.fast.forward(m, ids, mask, causal=True, upto=top, keep=needs, skip_padding=skip)
+            if bench.packed.packs_padding(m, ids.device):
+                return bench.packed.forward(m, ids, mask, causal=True, upto=top, keep=needs)
+            return m(ids, mask, causal=True, upto=top, keep=needs)
 
         sides = {"mltp": (model, mltp_states)} | ({"transformers": (hf, bench.hf_states)} if hf is not None else {})
         for side, (m, forward) in sides.items():

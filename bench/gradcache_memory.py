@@ -25,7 +25,6 @@ _spec = importlib.util.spec_from_file_location("bench_script", ROOT / "bench" / 
 bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench)
 
-from mltp import fast  # noqa: E402
 from mltp.gradcache import cached_backward, plain_backward  # noqa: E402
 from mltp.lora import apply_lora  # noqa: E402
 from mltp.loss import info_nce  # noqa: E402
@@ -40,7 +39,7 @@ def step_memory(model, pooler, batch: int, seq: int, mini_batch: int | None, see
     size = mini_batch or batch
 
     def chunk(ids, mask):  # one forward: decoder states the pooler reads -> (n, D)
-        return lambda: pooler(fast.forward(model, ids, mask, causal=True, keep=needs), mask)
+        return lambda: pooler(model(ids, mask, causal=True, keep=needs), mask)
 
     chunks = [chunk(ids[i:i + size], mask[i:i + size]) for ids, mask in ((q_ids, q_mask), (p_ids, p_mask))
               for i in range(0, batch, size)]

@@ -22,7 +22,7 @@ from torch import nn
 
 from .hygiene.atomic import atomic_write_json
 from .formats.checkpoint import load_model
-from .fast import forward as fast_forward, skip_padding_by_default
+from . import packed
 from .lora import LoRAConfig, lora_layers, merge_lora
 from .formats.peft import ADAPTER_CONFIG, load_adapter, save_adapter
 from .model import Decoder
@@ -57,10 +57,12 @@ class Embedder(nn.Module):
         return [self.config.template.format(instruction=instruction, text=t) for t in texts]
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        # The tuned forward (mltp/fast.py): only the blocks and states the pooler reads.
-        skip = skip_padding_by_default(input_ids.device, self.model.training)
-        states = fast_forward(self.model, input_ids, attention_mask, causal=self.config.causal, upto=self.upto,
-                              keep=self.pooler.needs_layers, skip_padding=skip)
+        # Only the blocks and states the pooler reads; on a CPU over the real tokens only (mltp.packed).
+        reads = dict(causal=self.config.causal, upto=self.upto, keep=self.pooler.needs_layers)
+        if packed.packs_padding(self.model, input_ids.device):
+            states = packed.forward(self.model, input_ids, attention_mask, **reads)
+        else:
+            states = self.model(input_ids, attention_mask, **reads)
         return self.pooler(states, attention_mask)  # (B, D), unit norm
 
     def tokenize(self, texts: list[str], instruction: str | None = None) -> list[list[int]]:

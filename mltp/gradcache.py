@@ -20,11 +20,33 @@ other embeddings than the loss of step 2.
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable
 
 import torch
 
+from .embedder import Embedder
+from .step import BatchTexts, batch_loss, batch_mean, embed, forwards, tokenize
+
 Chunk = Callable[[], torch.Tensor]  # one mini-batch's forward: () -> (n, D)
+
+
+def gradcache_step(embedder: Embedder, texts: BatchTexts, cfg) -> tuple[torch.Tensor, int]:
+    """`mltp.step.contrastive_step` with each forward cut into mini-batches of at most cfg.mini_batch
+    texts: the same loss and gradients, one mini-batch's activations alive at a time."""
+    groups = tokenize(embedder, texts, cfg.max_length)
+    size = cfg.mini_batch
+    chunks = [partial(embed, embedder, rows[i:i + size]) for rows in forwards(groups, cfg.joint_forward)
+              for i in range(0, len(rows), size)]
+    losses = []
+
+    def loss_fn(outputs: list[torch.Tensor]) -> torch.Tensor:
+        loss = batch_loss(torch.cat(outputs), groups, texts, cfg)
+        losses.append(loss.detach())
+        return loss / cfg.grad_accum
+
+    cached_backward(chunks, loss_fn, next(embedder.model.parameters()).device)
+    return batch_mean(losses[0], groups)
 
 
 def rng_state(device: torch.device) -> tuple:
@@ -39,7 +61,8 @@ def set_rng_state(state: tuple, device: torch.device) -> None:
 
 
 def plain_backward(chunks: list[Chunk], loss_fn: Callable[[list[torch.Tensor]], torch.Tensor]) -> torch.Tensor:
-    """The uncached step: every chunk's graph alive until the one backward."""
+    """What `cached_backward` computes, with every chunk's graph alive until the one backward
+    (the reference it is tested and measured against)."""
     loss = loss_fn([run() for run in chunks])
     loss.backward()
     return loss.detach()

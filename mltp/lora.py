@@ -89,7 +89,7 @@ class LoRALinear(nn.Module):
         self.train(base.training)  # a layer swapped into an eval-mode model must not start dropping out
 
     def forward(self, x: torch.Tensor, dropped: torch.Tensor | None = None) -> torch.Tensor:  # (N, I) -> (N, O)
-        """`dropped`: dropout(x), when the caller draws the mask itself (mltp.fast: the padded
+        """`dropped`: dropout(x), when the caller draws the mask itself (mltp.packed: the padded
         grid's mask on the real tokens, so that skipping padding keeps a seed's masks)."""
         y = F.linear(x, self.weight, self.bias)  # (N, O)
         if self.merged:
@@ -99,9 +99,7 @@ class LoRALinear(nn.Module):
         b = self.lora_B.to(x.dtype)  # (O, R)
         dropped = self.lora_dropout(x) if dropped is None else dropped  # (N, I)
         update = F.linear(F.linear(dropped, a), b)  # (N, I) -> (N, R) -> (N, O)
-        # Not torch.add(y, update, alpha=scaling), one kernel fewer: torch.compile (inductor, torch
-        # 2.13 on the CPU) drops that alpha after a matmul and returns y + update. Caught by
-        # tests/test_model.py (compiled vs eager training); reproduced in four lines outside mltp.
+        # Not torch.add(..., alpha=scaling): inductor drops that alpha after a matmul (bench/README.md).
         return y + update * self.scaling
 
     @property

@@ -24,14 +24,16 @@ forward, all deliberate:
   their outputs are meaningless and every pooler ignores them.
 - No KV cache and no LM head by default: this decoder embeds, it does not generate.
 
-This file holds no speed measure. `mltp/fast.py` runs the same modules with them (padding
-skipped, only the blocks a pooler reads, fewer operators per block), entering through the one
-`fast` argument of Attention and MLP; the embedder encodes and trains through it, and
-tests/test_model.py holds both forwards to transformers' numbers.
+This forward is what the embedder runs wherever it keeps the padding (a GPU, a compiled model);
+on a CPU it runs `mltp.packed.forward`, the same modules over the real tokens only.
+tests/test_model.py holds both to transformers' numbers. Two things here serve speed, each where
+it is done: `upto` / `keep` (only the blocks and states a pooler reads) and the padding mask as
+SDPA's additive bias, built once a forward (`attention_bias`).
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 
 import torch
 import torch.nn.functional as F
@@ -99,6 +101,30 @@ def attention_mask_4d(
     return allowed
 
 
+def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The boolean mask as SDPA's additive bias: 0 where allowed, -inf elsewhere; (B or 1, 1, T, T).
+
+    Rows are laid out with a stride rounded up to 16 elements, the alignment the memory-efficient
+    CUDA kernel wants for its bias (it copies a misaligned one per call); the view shows T columns.
+    """
+    *lead, T_q, T_k = allowed.shape
+    stride = -(-T_k // 16) * 16
+    bias = torch.empty(*lead, T_q, stride, dtype=dtype, device=allowed.device)[..., :T_k]  # (.., T, T) view
+    return bias.copy_(torch.zeros((), dtype=dtype, device=allowed.device).masked_fill(~allowed, float("-inf")))
+
+
+def attention_bias(attention_mask: torch.Tensor | None, T: int, causal: bool, window: int | None,
+                   x: torch.Tensor) -> torch.Tensor | None:
+    """The mask every block hands SDPA, built once a forward: additive, in the dtype SDPA computes in
+    (under autocast, the autocast dtype), so SDPA does not convert a boolean one in every block
+    (operator counts: bench/README.md)."""
+    allowed = attention_mask_4d(attention_mask, T, causal, window, x.device)
+    if allowed is None:
+        return None
+    kind = x.device.type
+    return additive_mask(allowed, torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype)
+
+
 def reference_attention(q, k, v, mask):
     """The math SDPA performs, spelled out (used by tests; q (B,H,T,Dh), k/v (B,K,T,Dh))."""
     groups = q.shape[1] // k.shape[1]
@@ -120,10 +146,8 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(D, self.n_kv * self.head_dim, bias=cfg.qkv_bias)
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, D, bias=cfg.o_bias)
 
-    def forward(self, x, cos, sin, mask, causal: bool, fast=None):
-        if fast is not None:  # the tuned path: mltp/fast.py, same math
-            return fast.attention(self, x, cos, sin, mask, causal)
-        B, T, _ = x.shape  # x (B, T, D); cos, sin (B, 1, T, Dh); mask (B or 1, 1, T, T) bool or None
+    def forward(self, x, cos, sin, mask, causal: bool):
+        B, T, _ = x.shape  # x (B, T, D); cos, sin (B, 1, T, Dh); mask (B or 1, 1, T, T) additive or None
         q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, Dh)
         k = self.k_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)  # (B, K, T, Dh)
         v = self.v_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)  # (B, K, T, Dh)
@@ -144,9 +168,7 @@ class MLP(nn.Module):
         self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
 
-    def forward(self, x, fast=None):  # (..., D) -> (..., D)
-        if fast is not None:  # the tuned path: mltp/fast.py, same math
-            return fast.mlp(self, x)
+    def forward(self, x):  # (..., D) -> (..., D)
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))  # SwiGLU, (..., F) inside
 
 
@@ -158,10 +180,10 @@ class Block(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, cos, sin, mask, causal: bool, fast=None):
-        # pre-norm residual block: x (B, T, D) -> (B, T, D); `fast` (mltp/fast.py) passes through
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, causal, fast)
-        return x + self.mlp(self.post_attention_layernorm(x), fast)
+    def forward(self, x, cos, sin, mask, causal: bool):
+        # pre-norm residual block: x (B, T, D) -> (B, T, D)
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, causal)
+        return x + self.mlp(self.post_attention_layernorm(x))
 
 
 def check_batch(cfg: ModelConfig, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, causal: bool) -> int | None:
@@ -178,6 +200,16 @@ def check_batch(cfg: ModelConfig, input_ids: torch.Tensor, attention_mask: torch
     return window
 
 
+def check_range(cfg: ModelConfig, upto: int | None, keep: Collection[int] | None) -> int:
+    """The number of blocks a forward with these `upto` / `keep` runs; refuses indices outside it."""
+    n_blocks = cfg.num_hidden_layers if upto is None else upto
+    if not 0 <= n_blocks <= cfg.num_hidden_layers:
+        raise ValueError(f"upto={upto} outside 0..{cfg.num_hidden_layers}")
+    if keep is not None and not all(0 <= i <= n_blocks for i in keep):
+        raise ValueError(f"keep={sorted(keep)} outside the {n_blocks + 1} states 0..{n_blocks} this forward returns")
+    return n_blocks
+
+
 class Decoder(nn.Module):
     """Module names mirror transformers' LlamaModel, so checkpoints and PEFT adapters map 1:1."""
 
@@ -190,29 +222,46 @@ class Decoder(nn.Module):
         # Untied checkpoints carry a separate LM head; only next-token checks need it.
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False) if lm_head and not cfg.tie_word_embeddings else None
         self.gradient_checkpointing = False
+        self.compiled: str | None = None  # the torch.compile mode its blocks run under (compile_blocks)
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *, causal: bool = True
-    ) -> tuple[torch.Tensor, ...]:
-        """Hidden states (B, T, D): index 0 = embeddings, i = block i, L = block L after the final norm."""
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        *,
+        causal: bool = True,
+        upto: int | None = None,
+        keep: Collection[int] | None = None,
+    ) -> tuple[torch.Tensor | None, ...]:
+        """Hidden states (B, T, D): index 0 = embeddings, i = block i, L = block L after the final norm.
+
+        `upto=n` runs blocks 1..n only and returns n+1 states (the final norm only when n = L);
+        `keep` names the indices to return, the others are None. A pooler over the middle blocks
+        pays for neither the top blocks nor the states it ignores: a state nobody keeps is freed
+        once the next block has read it (bench/README.md, "Only the blocks a pooler reads")."""
         cfg = self.config
         B, T = input_ids.shape
+        n_blocks = check_range(cfg, upto, keep)
         window = check_batch(cfg, input_ids, attention_mask, causal)
-        mask = attention_mask_4d(attention_mask, T, causal, window, input_ids.device)  # (B|1, 1, T, T) or None
+        if attention_mask is not None and bool(attention_mask.all()):
+            attention_mask = None  # no padding: no mask, SDPA's own causal kernel
         x = self.embed_tokens(input_ids)  # (B, T, D)
+        mask = attention_bias(attention_mask, T, causal, window, x)  # (B|1, 1, T, T) or None
         positions = positions_from_mask(attention_mask, B, T, input_ids.device)  # (B, T)
         cos, sin = rope_tables(positions, cfg.head_dim, cfg.rope_theta, x.dtype)  # (B, T, Dh)
         cos, sin = cos[:, None], sin[:, None]  # (B, 1, T, Dh): one table for every head
-        states = [x]
-        for block in self.layers:
+        states = [x if keep is None or 0 in keep else None]
+        for i, block in enumerate(self.layers[:n_blocks], start=1):
             x = self.run_block(block, x, cos, sin, mask, causal)
-            states.append(x)
-        states[-1] = self.norm(x)
+            states.append(x if keep is None or i in keep else None)
+        if n_blocks == cfg.num_hidden_layers and states[-1] is not None:
+            states[-1] = self.norm(x)
         return tuple(states)
 
-    def run_block(self, block: Block, *args) -> torch.Tensor:
+    def run_block(self, block, *args) -> torch.Tensor:
+        """block(*args), or recomputed in backward instead of held (`gradient_checkpointing`, for the
+        7B setting's activation memory). `block` may be any function of a block (mltp.packed)."""
         if self.gradient_checkpointing and self.training:
-            # Recomputed in backward instead of held: activation memory, for the 7B setting.
             return torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False)
         return block(*args)
 
@@ -223,3 +272,28 @@ class Decoder(nn.Module):
         if self.lm_head is None:
             raise ValueError("this model was loaded without its LM head: load_model(..., lm_head=True)")
         return self.lm_head(h_last)
+
+
+# torch.compile's modes, as run.py and bench.py offer them ("default" = torch.compile's mode=None).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compile_blocks(model: Decoder, mode: str | None = None) -> Decoder:
+    """torch.compile every block in place: the one compile switch (run.py --compile [MODE]).
+
+    `mode` is torch.compile's: None (fusion only), "reduce-overhead" (CUDA graphs on a GPU), ...
+    The compiled blocks draw random numbers from eager's generator (inductor's `fallback_random`,
+    for these blocks only), so LoRA dropout draws eager's masks: compiled training is eager's.
+    """
+    import torch._inductor
+
+    if mode is not None and mode not in COMPILE_MODES:
+        raise ValueError(f"unknown compile mode {mode!r}; known: {', '.join(COMPILE_MODES)}")
+    # torch.compile takes a mode or options, not both: the mode becomes the options it stands
+    # for, as torch.compile itself expands it.
+    options = {} if mode in (None, "default") else dict(torch._inductor.list_mode_options(mode))
+    options["fallback_random"] = True
+    for block in model.layers:
+        block.compile(options=options)
+    model.compiled = mode or "default"
+    return model

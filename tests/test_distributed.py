@@ -16,10 +16,11 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import run
-from mltp import distributed
-from mltp.step import contrastive_backward
-from mltp.train import TrainConfig, batch_loss, batch_texts, latest_checkpoint, train
-from test_gradcache import hard_batch, trained_looking
+from mltp import cli, distributed
+from mltp.gradcache import gradcache_step
+from mltp.step import contrastive_step
+from mltp.train import TrainConfig, batch_texts, latest_checkpoint, train
+from test_gradcache import hard_batch, trained_looking, written_out_step
 from test_train import CFG, make_embedder, make_rows
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,7 +59,8 @@ def grads(emb):
 def one_step(emb, rows, cfg):
     # What the trainer does per step: shard, embed and back-propagate, average over ranks.
     emb.zero_grad(set_to_none=True)
-    loss, n_tokens = contrastive_backward(emb, batch_texts(emb, distributed.shard(rows)), cfg)
+    step_fn = gradcache_step if cfg.mini_batch else contrastive_step
+    loss, n_tokens = step_fn(emb, batch_texts(emb, distributed.shard(rows)), cfg)
     distributed.average_gradients([p for p in emb.parameters() if p.requires_grad])
     return loss.item(), n_tokens, grads(emb)
 
@@ -81,11 +83,9 @@ def test_two_ranks_give_one_ranks_loss_and_gradients(fixtures_dir, tmp_path):
     torch.manual_seed(0)
     emb = trained_looking(make_embedder(fixtures_dir, dropout=0.0)[0])
     for name, cfg in STEP_CONFIGS.items():
-        # The reference is the one-process trainer's own loss (mltp.train.batch_loss), whole batch.
+        # The reference is the step written out on one process, whole batch.
         emb.zero_grad(set_to_none=True)
-        loss, n_tokens = batch_loss(emb, hard_batch(), cfg)
-        loss.backward()
-        reference = loss.item(), n_tokens, grads(emb)
+        reference = written_out_step(emb, hard_batch(), cfg)
         for rank in (0, 1):
             loss, n_tokens, g = torch.load(tmp_path / f"rank{rank}.pt")[name]
             assert n_tokens == reference[1] and abs(loss - reference[0]) < 1e-6, (name, rank, loss, reference[0])
@@ -155,7 +155,7 @@ def test_torchrun_runs_the_main_job_on_two_ranks(fixtures_dir, tmp_path):
 
 def test_torchrun_settings_are_checked_before_any_work(fixtures_dir, monkeypatch, capsys):
     tiny = str(fixtures_dir / "tiny")
-    assert run.parse(["--mini-batch", "4"]).mini_batch == 4 and run.parse([]).mini_batch is None
+    assert cli.parse(["--mini-batch", "4"])[0].mini_batch == 4 and cli.parse([])[0].mini_batch is None
     with pytest.raises(SystemExit) as exit_info:
         run.main(["--model", tiny, "--device", "cpu", "--mini-batch", "0"])
     assert exit_info.value.code == 2 and "--mini-batch must be >= 1" in capsys.readouterr().err

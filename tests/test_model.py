@@ -1,7 +1,7 @@
 """The decoder against Hugging Face transformers (fixtures from scripts/fixtures/make_hf_fixtures.py).
 
-Every parity test runs both forwards: the plain one (`Decoder.forward`) and the tuned one
-(`mltp.fast.forward`), padded and with the padding skipped.
+Every parity test runs both forwards: the textbook one (`Decoder.forward`, padded) and the packed
+one (`mltp.packed.forward`, the real tokens only).
 """
 import functools
 
@@ -11,17 +11,15 @@ import torch._inductor.config as inductor_config
 from safetensors.torch import load_file
 
 import mltp
-from mltp import fast
-from mltp.fast import additive_mask, compile_blocks
+from mltp import packed
 from mltp.lora import LoRAConfig, apply_lora, lora_parameters
-from mltp.model import attention_mask_4d, reference_attention
+from mltp.model import additive_mask, attention_mask_4d, compile_blocks, reference_attention
 
 ARCHS = ["llama", "mistral", "qwen2"]
 # name -> forward(model, ids, mask, **kwargs) -> states
 FORWARDS = {
     "plain": lambda model, *args, **kw: model(*args, **kw),
-    "fast-padded": functools.partial(fast.forward, skip_padding=False),
-    "fast-real-tokens-only": functools.partial(fast.forward, skip_padding=True),
+    "packed": packed.forward,
 }
 
 
@@ -62,15 +60,15 @@ def test_bidirectional_hidden_states_match_transformers_with_full_mask(fixtures_
     assert_states_close(states, ref[f"{side}.bidirectional"], mask)
 
 
-def test_plain_and_fast_forwards_agree_under_autocast(fixtures_dir):
-    # bf16 autocast: the fast path builds its mask bias in the autocast dtype; both forwards
+def test_plain_and_packed_forwards_agree_under_autocast(fixtures_dir):
+    # bf16 autocast: both build their mask bias in the autocast dtype; both forwards
     # must still give the same states (within bf16 rounding) at the real tokens.
     ref = expected(fixtures_dir, "qwen2")
     model = mltp.load_model(fixtures_dir / "hf" / "qwen2")
     ids, mask = ref["left.input_ids"], ref["left.attention_mask"]
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         plain = model(ids, mask)
-        tuned = fast.forward(model, ids, mask, skip_padding=True)
+        tuned = packed.forward(model, ids, mask)
     real = mask.bool()
     for i, (a, b) in enumerate(zip(plain, tuned)):
         scale = a[real].float().abs().max()
@@ -105,23 +103,24 @@ def test_lm_head_is_skipped_unless_asked(fixtures_dir):
         model.logits(torch.zeros(1, 1, 32))
 
 
-def test_upto_returns_the_first_blocks_unchanged(fixtures_dir):
+@pytest.mark.parametrize("path", FORWARDS)
+def test_upto_returns_the_first_blocks_unchanged(fixtures_dir, path):
     model = mltp.load_model(fixtures_dir / "hf" / "llama")
     ids = torch.randint(0, 97, (2, 6))
     with torch.no_grad():
-        full = fast.forward(model, ids)
-        part = fast.forward(model, ids, upto=2)
+        full = FORWARDS[path](model, ids)
+        part = FORWARDS[path](model, ids, upto=2)
     assert len(part) == 3
     for a, b in zip(part, full[:3]):
         torch.testing.assert_close(a, b)
 
 
-@pytest.mark.parametrize("skip_padding", [False, True], ids=["padded", "real-tokens-only"])
-def test_keep_returns_only_the_named_states_unchanged(fixtures_dir, skip_padding):
+@pytest.mark.parametrize("path", FORWARDS)
+def test_keep_returns_only_the_named_states_unchanged(fixtures_dir, path):
     # The states a pooler does not read come back as None; the kept ones, the final norm on the
     # last included, are those of the full forward.
     model = mltp.load_model(fixtures_dir / "hf" / "qwen2")
-    forward = functools.partial(fast.forward, model, skip_padding=skip_padding)
+    forward = functools.partial(FORWARDS[path], model)
     L = model.config.num_hidden_layers
     ids = torch.randint(1, 97, (2, 7))
     mask = torch.tensor([[0, 0, 1, 1, 1, 1, 1], [1] * 7])
@@ -146,8 +145,8 @@ def test_encoding_in_place_equals_the_autograd_forward(fixtures_dir):
     model = mltp.load_model(fixtures_dir / "hf" / "qwen2")
     ids, mask = ref["left.input_ids"], ref["left.attention_mask"]
     with torch.no_grad():
-        encoded = fast.forward(model, ids, mask)
-    traced = fast.forward(model, ids, mask)
+        encoded = packed.forward(model, ids, mask)
+    traced = packed.forward(model, ids, mask)
     assert traced[-1].requires_grad
     for a, b in zip(encoded, traced):
         assert torch.equal(a, b.detach())
@@ -168,7 +167,7 @@ def test_skipping_padding_is_the_padded_forward_with_zeros_at_pads(fixtures_dir)
     runs = {}
     for skip in (False, True):
         model.zero_grad()
-        states = fast.forward(model, ids, mask, skip_padding=skip)
+        states = packed.forward(model, ids, mask) if skip else model(ids, mask)
         sum(h[mask.bool()].square().sum() for h in states).backward()
         runs[skip] = [h.detach() for h in states], [p.grad.clone() for p in lora_parameters(model)]
     (padded, g_padded), (skipped, g_skipped) = runs[False], runs[True]
@@ -179,11 +178,13 @@ def test_skipping_padding_is_the_padded_forward_with_zeros_at_pads(fixtures_dir)
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
-def test_padding_is_skipped_by_default_on_the_cpu_only():
-    assert fast.skip_padding_by_default(torch.device("cpu"), training=False)
-    assert fast.skip_padding_by_default(torch.device("cpu"), training=True)
-    assert not fast.skip_padding_by_default(torch.device("cuda"), training=False)
-    assert not fast.skip_padding_by_default(torch.device("cuda"), training=True)
+def test_padding_is_skipped_on_the_cpu_only_and_not_by_compiled_blocks(fixtures_dir):
+    model = mltp.load_model(fixtures_dir / "hf" / "llama")
+    assert packed.packs_padding(model, torch.device("cpu")) and not packed.packs_padding(model, torch.device("cuda"))
+    model.train()
+    assert packed.packs_padding(model, torch.device("cpu"))  # in training too
+    compile_blocks(model)  # the packed forward would bypass the compiled blocks: it is not used
+    assert not packed.packs_padding(model, torch.device("cpu"))
 
 
 @pytest.mark.parametrize("causal", [True, False])
@@ -234,9 +235,9 @@ def test_compile_modes_reach_torch_compile(fixtures_dir, monkeypatch):
     ref = expected(fixtures_dir, "qwen2")
     ids, mask = ref["left.input_ids"], ref["left.attention_mask"]
     with torch.no_grad():
-        eager = fast.forward(model, ids, mask)
+        eager = model(ids, mask)
         compile_blocks(model, "reduce-overhead")
-        compiled = fast.forward(model, ids, mask)
+        compiled = model(ids, mask)
     # the mode's own options (torch.compile takes options or a mode, not both), eager's RNG added
     assert options == [{"triton.cudagraphs": True, "fallback_random": True}] * len(model.layers)
     assert inductor_config.fallback_random is False  # scoped to the blocks, not set process-wide
@@ -246,7 +247,7 @@ def test_compile_modes_reach_torch_compile(fixtures_dir, monkeypatch):
         compile_blocks(model, "fast")
 
 
-def lora_gradients(fixtures_dir, arch, prepare, forward=fast.forward):
+def lora_gradients(fixtures_dir, arch, prepare, forward=FORWARDS["plain"]):
     """LoRA gradients of one backward through a model with dropout on; `prepare(model)` varies the run."""
     model = mltp.load_model(fixtures_dir / "hf" / arch)
     torch.manual_seed(1)
@@ -278,7 +279,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(fixtures_dir):
     def checkpointed(model):
         model.gradient_checkpointing = True
 
-    for forward in (FORWARDS["plain"], fast.forward):
+    for forward in FORWARDS.values():
         plain = lora_gradients(fixtures_dir, "llama", lambda model: None, forward)
         assert plain.abs().max() > 0
         torch.testing.assert_close(lora_gradients(fixtures_dir, "llama", checkpointed, forward), plain, atol=1e-6, rtol=1e-5)
@@ -293,13 +294,13 @@ def test_skipping_padding_in_training_keeps_the_dropout_masks(fixtures_dir, chec
 
     def grads(skip):
         def real_tokens(model, ids, mask):  # the loss must not read the pads, which differ
-            return [h * mask[..., None] for h in fast.forward(model, ids, mask, skip_padding=skip)]
+            return [h * mask[..., None] for h in (packed.forward(model, ids, mask) if skip else model(ids, mask))]
         return lora_gradients(fixtures_dir, "llama", prepare, real_tokens)
 
     padded = grads(False)
     assert expected(fixtures_dir, "llama")["left.attention_mask"].eq(0).any()  # there is padding to skip
     torch.testing.assert_close(grads(True), padded, atol=1e-6, rtol=1e-5)
     # A mask drawn for the packed (n, I) tokens alone is other noise: the gradients tell it apart.
-    monkeypatch.setattr(fast.FastPath, "linear", lambda self, layer, x: layer(x))
+    monkeypatch.setattr(packed.Packing, "linear", lambda self, layer, x: layer(x))
     assert (grads(True) - padded).abs().max() > 1e-3 * padded.abs().max()
 

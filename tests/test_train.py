@@ -6,12 +6,13 @@ import pytest
 import torch
 
 import mltp
-from mltp import fast
+from mltp import packed
 from mltp.data.mixture import Pair
 from mltp.embedder import Embedder, EmbedderConfig
 from mltp.lora import LoRAConfig, apply_lora, lora_layers
 from mltp.pooling import PoolerConfig, build_pooler
-from mltp.train import NonFiniteLossError, TrainConfig, batch_loss, latest_checkpoint, plan_batches, train
+from mltp.step import contrastive_step
+from mltp.train import NonFiniteLossError, TrainConfig, batch_texts, latest_checkpoint, plan_batches, train
 
 
 def make_rows(n=48):
@@ -82,8 +83,7 @@ def test_joint_forward_is_one_forward_with_the_same_loss_and_gradients(fixtures_
         calls = []
         handle = emb.register_forward_hook(lambda m, args, out: calls.append(args[0].shape))
         emb.zero_grad(set_to_none=True)
-        loss, n_tokens = batch_loss(emb, rows, TrainConfig(max_length=96, joint_forward=joint))
-        loss.backward()
+        loss, n_tokens = contrastive_step(emb, batch_texts(emb, rows), TrainConfig(max_length=96, joint_forward=joint))
         handle.remove()
         grads = {n: p.grad.clone() for n, p in emb.named_parameters() if p.grad is not None}
         results[joint] = (loss.item(), n_tokens, grads, calls)
@@ -160,7 +160,7 @@ def test_embedder_runs_and_keeps_only_what_its_pooler_reads(fixtures_dir):
     pooler.register_forward_pre_hook(lambda module, args: seen.append([h is not None for h in args[0]]))
     with torch.no_grad():
         ours = emb(ids, mask)
-        full = pooler(fast.forward(model, ids, mask, skip_padding=True), mask)  # every block, every state
+        full = pooler(packed.forward(model, ids, mask), mask)  # every block, every state
     assert emb.upto == 4 and seen[0] == [False, False, True, False, True]
     torch.testing.assert_close(ours, full, atol=0, rtol=0)
 
@@ -182,11 +182,11 @@ def test_saved_embedder_reloads_identically(fixtures_dir, tmp_path):
 
 
 def test_skipping_padding_trains_the_same_run(fixtures_dir, tmp_path, monkeypatch):
-    # On the CPU the trainer skips the padding (mltp.fast): every step's loss and the trained
+    # On the CPU the trainer skips the padding (mltp.packed): every step's loss and the trained
     # weights are those of the padded layout, LoRA dropout included.
     runs = {}
     for skip in (False, True):
-        monkeypatch.setattr("mltp.embedder.skip_padding_by_default", lambda device, training, skip=skip: skip)
+        monkeypatch.setattr(packed, "packs_padding", lambda model, device, skip=skip: skip)
         torch.manual_seed(0)
         emb, lora = make_embedder(fixtures_dir, layer_weights=False)
         out = tmp_path / str(skip)
