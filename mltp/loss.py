@@ -19,10 +19,6 @@ Additions to the official loss:
   positives than there are queries (P >= first + B), as when one rank of several scores its shard
   of the queries against every rank's positives (mltp.distributed); `pos_keys` are the B queries'
   own, equal to `cand_keys[first:first + B]`.
-- `symmetric=True` returns the mean of the query->candidate loss and the positive->query loss
-  (positive i against all B queries, target i), as sentence-transformers'
-  MultipleNegativesSymmetricRankingLoss; in that direction query j is masked for positive i when
-  pos_keys[j] == pos_keys[i] (the same positive text, so q_j is a match too).
 Non-finite embeddings are not checked here: they give a non-finite loss, which the training loop
 checks once per step (one place, not one per loss term).
 """
@@ -38,7 +34,6 @@ def info_nce(
     n: torch.Tensor | None = None,
     *,
     scale: float = 20.0,
-    symmetric: bool = False,
     pos_keys: torch.Tensor | None = None,
     cand_keys: torch.Tensor | None = None,
     first: int = 0,
@@ -46,8 +41,6 @@ def info_nce(
     if q.dim() != 2 or p.dim() != 2 or p.shape[1] != q.shape[1] or not 0 <= first <= p.shape[0] - q.shape[0]:
         raise ValueError(f"q and p must be (B, D) and (P, D) with P >= first + B (first={first}); "
                          f"got q {tuple(q.shape)}, p {tuple(p.shape)}")
-    if symmetric and p.shape[0] != q.shape[0]:
-        raise ValueError(f"symmetric loss needs every query: q {tuple(q.shape)} is a shard of p {tuple(p.shape)}")
     B, D = q.shape
     if n is None:
         negatives = q.new_zeros(0, D)  # (0, D)
@@ -67,22 +60,13 @@ def info_nce(
     logits = scale * q32 @ candidates.T  # (B, C); column first + i is query i's own positive
     target = first + torch.arange(B, device=q.device)
 
-    same_text = None
     if pos_keys is not None:
         pos_keys, cand_keys = _check_keys(pos_keys, cand_keys, B, candidates.shape[0], n is None, q.device, first)
         own = F.one_hot(target, candidates.shape[0]).bool()  # (B, C)
-        same_text = pos_keys[:, None] == pos_keys[None, :]  # (B, B), for the reverse direction (P = B)
         logits = logits.masked_fill((pos_keys[:, None] == cand_keys[None, :]) & ~own, float("-inf"))
     elif cand_keys is not None:
         raise ValueError("cand_keys given without pos_keys")
-
-    loss = F.cross_entropy(logits, target)
-    if not symmetric:
-        return loss
-    reverse = scale * p32 @ q32.T  # (B, B): positive i against every query
-    if same_text is not None:
-        reverse = reverse.masked_fill(same_text & ~torch.eye(B, dtype=torch.bool, device=q.device), float("-inf"))
-    return (loss + F.cross_entropy(reverse, target)) / 2
+    return F.cross_entropy(logits, target)
 
 
 def _check_keys(pos_keys, cand_keys, B, C, no_negatives, device, first):

@@ -1,4 +1,4 @@
-"""The cross-attention block shared by the trainable poolers (Perceiver-style, MLTP, NV-Embed).
+"""The cross-attention block of the trainable poolers (Perceiver-style: trainable and MLTP).
 
 Shape legend: B batch, Q queries, K keys (context rows), D model width, H heads, E head width,
 F = ff_mult * D (the GEGLU width).
@@ -8,14 +8,13 @@ One pre-norm cross-attention step followed by a pre-norm GEGLU feed-forward, bot
     x = queries + to_out( softmax( to_q(LN_q(queries)) . to_k(LN_c(context))^T / sqrt(E) ) . to_v(LN_c(context)) )
     x = x + ff_out( value * gelu(gate) ),   [value | gate] = ff_in(LN_ff(x))
 
-This is lucidrains' Perceiver block as both upstreams use it (yixuantt/PoolingAndAttn
-pooling_layers/MultiLayersTrainablePooling.py; nvidia/NV-Embed-v2 modeling_nvembed.py
-LatentAttentionModel): q/kv/out projections without bias, k and v from one `to_kv` (k first),
-heads packed head-major in the inner width, feed-forward Linear(D, 2F) -> GEGLU (value first,
-gate second, exact gelu) -> Linear(F, D) with bias. Who is query and who is context differs:
-MLTP queries with learned latents and reads the layers; NV-Embed queries with the tokens and
-reads a learned dictionary. The upstreams' PreNorm names its two norms the other way round
-(`norm` for the context, `norm_context` for the queries); here each is named by what it normalises.
+This is lucidrains' Perceiver block as the official code uses it (yixuantt/PoolingAndAttn
+pooling_layers/MultiLayersTrainablePooling.py): q/kv/out projections without bias, k and v from
+one `to_kv` (k first), heads packed head-major in the inner width, feed-forward Linear(D, 2F) ->
+GEGLU (value first, gate second, exact gelu) -> Linear(F, D) with bias. The learned latents are
+the queries, the per-block vectors (MLTP) or the tokens of one block (trainable) the context.
+The upstream PreNorm names its two norms the other way round (`norm` for the context,
+`norm_context` for the queries); here each is named by what it normalises.
 
 Deviations: an optional key mask (the official M4 forgot the padding mask; we apply it), and
 LayerNorm + softmax computed in fp32 whatever the autocast dtype, so bf16 cannot flatten them.

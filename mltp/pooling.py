@@ -2,7 +2,7 @@
 
 Shape legend:
     B batch, T tokens, D hidden size, L transformer blocks of the model, S selected blocks,
-    R learned latents (Perceiver queries), M dictionary rows (NV-Embed keys/values).
+    R learned latents (Perceiver queries).
 
 Contract of every pooler: `pooler(hidden_states, attention_mask) -> (B, D)`, unit L2 norm, fp32
 (fp64 in, fp64 out). `hidden_states` follows Hugging Face `output_hidden_states`: L+1 tensors of
@@ -20,7 +20,8 @@ token, 0 = pad; left and right padding give the same result.
 | layer-mean        | abl. 1   | one vector per selected block, mean   | nothing                       |
 | layer-mean-norm   | control  | the same, each vector LayerNorm'ed    | nothing                       |
 | scalar-mix        | control  | softmax-weighted LayerNorm'ed vectors | S mixing weights (ELMo)       |
-| latent-attention  | NV-Embed | all tokens of block L as queries      | dictionary + cross-attention  |
+
+Which settings each kind reads is declared beside the registry at the end of this file (`KINDS`).
 
 Widths. The official pooler (yixuantt/PoolingAndAttn, pooling_layers/MultiLayersTrainablePooling.py) uses
 R = 768 latents, 32 heads x 2048 = 65,536 inner width and a 4D GEGLU feed-forward: ~1.28B
@@ -34,9 +35,11 @@ pass the official values explicitly to reproduce the paper's sizes.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -47,9 +50,6 @@ from .hygiene.atomic import atomic_write, atomic_write_json
 from .layers import parse_layers
 from .perceiver import CrossAttentionBlock, upcast
 
-KINDS = ("eos", "mean", "trainable", "mltp", "layer-mean", "layer-mean-norm", "scalar-mix", "latent-attention")
-PER_BLOCK_KINDS = ("mltp", "layer-mean", "layer-mean-norm", "scalar-mix")  # read one vector per selected block
-SINGLE_BLOCK_KINDS = ("eos", "mean", "trainable")  # read one block, the last unless `block` names another
 CONFIG_FILE = "pooler_config.json"
 WEIGHTS_FILE = "pooler.safetensors"
 
@@ -59,8 +59,8 @@ class PoolerConfig:
     kind: str
     hidden_size: int  # D of the model
     num_layers: int  # L of the model (blocks, not counting the embedding output)
-    layers: str = "all"  # PER_BLOCK_KINDS: which blocks (mltp.layers grammar)
-    # SINGLE_BLOCK_KINDS: the block read; None = the last, after the final norm. A middle block is
+    layers: str = "all"  # the kinds that read one vector per block: which blocks (mltp.layers grammar)
+    # The kinds that read one block: that block; None = the last, after the final norm. A middle block is
     # the obvious rival explanation for "middle blocks beat the last ones", so it is a control.
     block: int | None = None
     # mltp / layer-mean: one vector per block from its last real token ("eos", the official choice
@@ -76,28 +76,29 @@ class PoolerConfig:
     # Default "eos" because the default model is causal (M2); a bidirectional run passes "all".
     tokens: str = "eos"
     num_latents: int = 128  # R, Perceiver latents (official 768; see the module docstring)
-    num_heads: int | None = None  # None: D // head_dim (perceiver), 8 (latent-attention, NV-Embed)
-    head_dim: int | None = None  # None: 64 (perceiver), D // num_heads (latent-attention)
+    num_heads: int | None = None  # None: D // head_dim
+    head_dim: int | None = None  # None: 64, the head width of the decoders themselves
     ff_mult: int = 4  # GEGLU width F = ff_mult * D (official 4)
-    dictionary_size: int = 512  # M, NV-Embed's latent-attention keys/values (official 512)
 
     def __post_init__(self):
         def fail(why):
             return ValueError(f"PoolerConfig(kind={self.kind!r}): {why}")
 
         if self.kind not in KINDS:
-            raise fail(f"unknown kind, expected one of {KINDS}")
-        if not (isinstance(self.layer_weight_std, (int, float)) and self.layer_weight_std > 0):
+            raise fail(f"unknown kind, expected one of {tuple(KINDS)}")
+        if not (isinstance(self.layer_weight_std, (int, float)) and math.isfinite(self.layer_weight_std)
+                and self.layer_weight_std > 0):
             raise fail(f"layer_weight_std must be a positive number, got {self.layer_weight_std!r}")
-        for name in ("hidden_size", "num_layers", "num_latents", "ff_mult", "dictionary_size"):
+        for name in ("hidden_size", "num_layers", "num_latents", "ff_mult"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise fail(f"{name} must be a positive int, got {value!r}")
         parse_layers(self.layers, self.num_layers)  # raises ValueError naming the spec
-        if self.block is not None and (self.kind not in SINGLE_BLOCK_KINDS or isinstance(self.block, bool)
+        single = kinds_reading("block")
+        if self.block is not None and (self.kind not in single or isinstance(self.block, bool)
                                        or not isinstance(self.block, int) or not 1 <= self.block <= self.num_layers):
-            raise fail(f"block={self.block!r}: a block number 1..{self.num_layers}, for kinds {SINGLE_BLOCK_KINDS} only")
-        if self.kind in PER_BLOCK_KINDS and self.layer_token not in ("eos", "mean"):
+            raise fail(f"block={self.block!r}: a block number 1..{self.num_layers}, for kinds {single} only")
+        if "layer_token" in KINDS[self.kind].reads and self.layer_token not in ("eos", "mean"):
             raise fail(f"layer_token must be 'eos' or 'mean' (causal: eos, bidirectional: mean), got {self.layer_token!r}")
         if self.tokens not in ("eos", "all"):
             raise fail(f"tokens must be 'eos' or 'all', got {self.tokens!r}")
@@ -106,10 +107,7 @@ class PoolerConfig:
     def _resolve_widths(self, fail):
         D = self.hidden_size
         if self.num_heads is None and self.head_dim is None:
-            if self.kind == "latent-attention":
-                self.num_heads = 8
-            else:
-                self.head_dim = 64
+            self.head_dim = 64
         if self.num_heads is None:
             if D % self.head_dim:
                 raise fail(f"hidden_size {D} is not a multiple of head_dim {self.head_dim}; give num_heads")
@@ -316,43 +314,50 @@ class MLTPPooler(TrainablePooler):
         return self.resample(h, None)
 
 
-class LatentAttentionPooler(Pooler):
-    """NV-Embed's latent attention (arXiv 2405.17428, modeling_nvembed.py LatentAttentionModel).
-
-    The other way round from MLTP: the TOKENS of block L are the queries, a learned dictionary
-    (M, D) gives keys and values; then the GEGLU feed-forward, a masked mean over the tokens,
-    L2-normalise. Pad tokens are queries whose outputs the masked mean drops, so no attention mask
-    is needed (none exists upstream either).
-    """
-
-    def __init__(self, config):
-        super().__init__(config)
-        c = config
-        self.dictionary = nn.Parameter(torch.randn(c.dictionary_size, c.hidden_size))  # (M, D), N(0,1) as upstream
-        self.block = CrossAttentionBlock(c.hidden_size, c.num_heads, c.head_dim, c.ff_mult)
-
-    def forward(self, hidden_states, attention_mask):
-        mask = self.check_inputs(hidden_states, attention_mask)
-        tokens = hidden_states[self.config.num_layers]  # (B, T, D)
-        dictionary = self.dictionary.expand(tokens.shape[0], -1, -1)  # (B, M, D)
-        x = self.block(tokens, dictionary)  # (B, T, D)
-        return l2_normalise(masked_mean(x, mask))  # (B, D)
+# ---- the kinds, and the settings each reads -----------------------------------------------------
 
 
-POOLERS = {
-    "eos": EosPooler,
-    "mean": MeanPooler,
-    "trainable": TrainablePooler,
-    "mltp": MLTPPooler,
-    "layer-mean": LayerMeanPooler,
-    "layer-mean-norm": LayerMeanNormPooler,
-    "scalar-mix": ScalarMixPooler,
-    "latent-attention": LatentAttentionPooler,
+class Kind(NamedTuple):
+    pooler: type[Pooler]
+    # The settings it reads: PoolerConfig fields, and `layer_table_lr_mult` (TrainConfig: the
+    # learning rate of its layer table, mltp.train). The command line refuses a setting given for a
+    # kind that does not read it and records the others as unused (mltp/cli/flags.py).
+    reads: tuple[str, ...]
+
+
+WIDTHS = ("num_latents", "num_heads", "head_dim")  # the cross-attention block's
+W_SETTINGS = ("layer_weight_std", "layer_table_lr_mult")  # read only while W is on (`settings_read`)
+
+KINDS: dict[str, Kind] = {
+    "eos": Kind(EosPooler, ("block",)),
+    "mean": Kind(MeanPooler, ("block",)),
+    "trainable": Kind(TrainablePooler, ("block", "tokens", *WIDTHS)),
+    "mltp": Kind(MLTPPooler, ("layers", "layer_token", "layer_weights", *W_SETTINGS, *WIDTHS)),
+    "layer-mean": Kind(LayerMeanPooler, ("layers", "layer_token")),
+    "layer-mean-norm": Kind(LayerMeanNormPooler, ("layers", "layer_token")),
+    "scalar-mix": Kind(ScalarMixPooler, ("layers", "layer_token", "layer_table_lr_mult")),
 }
+"""Adding a pooler setting touches this file and the command line, nothing else. Say the
+cross-attention should drop out at rate p: `attn_dropout: float = 0.0` joins PoolerConfig (with its
+check in __post_init__), CrossAttentionBlock takes it from the poolers that build one, and
+"attn_dropout" joins WIDTHS above (read by trainable and mltp); then one line in
+mltp/cli/flags.py's POOLER_FLAGS, `"attn_dropout": "attn_dropout"`, and its `add_argument` beside the
+other pooler flags. Every run records it (a PoolerConfig field is saved with the pooler, a flag is a
+run setting), and `--attn-dropout` given with `--pool eos` is refused, naming the flag."""
+
+
+def kinds_reading(setting: str) -> tuple[str, ...]:
+    return tuple(kind for kind, k in KINDS.items() if setting in k.reads)
+
+
+def settings_read(config: PoolerConfig) -> tuple[str, ...]:
+    """The settings this configuration reads: its kind's, less W's own when W is off (ablation 1)."""
+    reads = KINDS[config.kind].reads
+    return reads if config.layer_weights else tuple(s for s in reads if s not in W_SETTINGS)
 
 
 def build_pooler(config: PoolerConfig) -> Pooler:
-    return POOLERS[config.kind](config)
+    return KINDS[config.kind].pooler(config)
 
 
 def count_parameters(config: PoolerConfig) -> int:
@@ -382,6 +387,7 @@ def load_pooler(directory: str | os.PathLike) -> Pooler:
             raise FileNotFoundError(f"pooler file not found: {path}")
     with open(config_path) as f:
         raw = json.load(f)
+    raw.pop("dictionary_size", None)  # written while a latent-attention kind existed; read by no kind
     known = {f.name for f in fields(PoolerConfig)}
     unknown = sorted(set(raw) - known)
     if unknown:

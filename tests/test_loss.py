@@ -24,7 +24,6 @@ def test_against_reference(case):
     close(info_nce(q, p, n[:, 0], scale=s), case["loss_one_negative"])  # n as (B, D)
     close(info_nce(q, p, n[:, :1], scale=s), case["loss_one_negative"])  # the same as (B, 1, D)
     close(info_nce(q, p, n, scale=s), case["loss_k_negatives"])
-    close(info_nce(q, p, n, scale=s, symmetric=True), case["loss_symmetric"])
 
 
 def test_flat_pool_of_negatives(case):
@@ -42,8 +41,6 @@ def test_false_negative_masking(case):
     masked = info_nce(q, p, n, scale=s, pos_keys=pos_keys, cand_keys=cand_keys)
     close(masked, case["loss_k_negatives_masked"])
     close(info_nce(q, p, scale=s, pos_keys=pos_keys), case["loss_no_negatives_masked"])  # cand_keys = pos_keys
-    close(info_nce(q, p, n, scale=s, symmetric=True, pos_keys=pos_keys, cand_keys=cand_keys),
-          case["loss_symmetric_masked"])
     # The fixture has false negatives (p[2] == p[0], two negatives equal to other positives):
     # masking them must lower the loss, and unique keys must change nothing.
     assert masked < info_nce(q, p, n, scale=s)
@@ -65,13 +62,6 @@ def test_masking_equals_dropping_the_candidate(case):
     keep[0, 4 + 3 * 2 + 0] = False
     terms = [-(logits[i][keep[i]].log_softmax(0)[i]) for i in range(4)]
     torch.testing.assert_close(got.double(), torch.stack(terms).mean(), atol=1e-5, rtol=1e-6)
-
-
-def test_symmetric_is_the_mean_of_both_directions(case):
-    q, p, s = case["q"].float(), case["p"].float(), float(case["scale"])
-    forward = info_nce(q, p, scale=s)
-    backward = info_nce(p, q, scale=s)  # without negatives the reverse term is the swapped loss
-    torch.testing.assert_close(info_nce(q, p, scale=s, symmetric=True), (forward + backward) / 2)
 
 
 def test_gradients_and_fp32(case):

@@ -16,6 +16,7 @@ from mltp.pooling import (
     count_parameters,
     load_pooler,
     save_pooler,
+    settings_read,
 )
 
 
@@ -135,7 +136,7 @@ def test_layer_mean_is_order_free_and_mltp_subset_reads_only_its_blocks(cases):
 
 def test_needs_layers():
     L = 30
-    for kind in ("eos", "mean", "trainable", "latent-attention"):
+    for kind in ("eos", "mean", "trainable"):
         assert build_pooler(PoolerConfig(kind=kind, hidden_size=64, num_layers=L)).needs_layers == (L,)
     mltp = build_pooler(PoolerConfig(kind="mltp", hidden_size=64, num_layers=L, layers="middle4", layer_token="eos"))
     assert mltp.needs_layers == (14, 15, 16, 17)
@@ -144,7 +145,7 @@ def test_needs_layers():
 
 def test_output_is_unit_norm_and_gradients_flow(cases):
     inputs, all_cases = cases
-    for name in ("mltp_eos_w", "mltp_mean_w", "trainable_all", "latent_attention"):
+    for name in ("mltp_eos_w", "mltp_mean_w", "trainable_all", "scalar_mix_eos"):
         config, weights, _ = all_cases[name]
         pooler = built(config, weights)
         hs = tuple(h.clone().requires_grad_(True) for h in inputs[0])
@@ -162,7 +163,7 @@ def test_output_is_unit_norm_and_gradients_flow(cases):
 
 def test_bf16_autocast_on_cpu(cases):
     inputs, all_cases = cases
-    for name in ("mltp_mean_w", "trainable_all", "latent_attention"):
+    for name in ("mltp_mean_w", "trainable_all", "scalar_mix_mean_subset"):
         config, weights, expected = all_cases[name]
         pooler = built(config, weights, torch.float32)
         hs = tuple(h.to(torch.bfloat16) for h in inputs[0])
@@ -202,6 +203,10 @@ def test_load_errors(cases, tmp_path):
         load_pooler(tmp_path)
 
     raw = json.loads((tmp_path / CONFIG_FILE).read_text())
+    save_file(good, str(tmp_path / WEIGHTS_FILE))
+    # Saved while a latent-attention kind existed (results/*/final/): its one field shaped nothing else.
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(dict(raw, dictionary_size=512)))
+    assert load_pooler(tmp_path).config == PoolerConfig(**raw)
     (tmp_path / CONFIG_FILE).write_text(json.dumps(dict(raw, colour="red")))
     with pytest.raises(ValueError, match="unknown pooler config keys \\['colour'\\]"):
         load_pooler(tmp_path)
@@ -249,8 +254,6 @@ def test_config_errors():
 def test_default_widths_and_parameter_count():
     small = PoolerConfig(kind="mltp", hidden_size=576, num_layers=30, layer_token="eos")
     assert (small.num_heads, small.head_dim, small.num_latents, small.ff_mult) == (9, 64, 128, 4)
-    nv = PoolerConfig(kind="latent-attention", hidden_size=576, num_layers=30)
-    assert (nv.num_heads, nv.head_dim, nv.dictionary_size) == (8, 72, 512)
 
     def by_hand(D, L_sel, R, inner, mult, with_w):
         # latents + W + 3 LayerNorms + q/kv/out (no bias) + GEGLU feed-forward (with bias)
@@ -283,3 +286,34 @@ def test_cross_attention_records_the_attention_it_applies():
     assert shares.shape == (3, 7)
     block.record = None
     block(queries, context)  # recording off: nothing kept
+
+
+def test_each_kind_declares_the_settings_it_reads():
+    # Declared beside the registry, and true: a setting a kind does not declare leaves its pooler
+    # unchanged (same parameters, same output from the same seed); one it declares changes it.
+    other = {"block": 2, "tokens": "all", "layers": "last2", "layer_token": "mean", "layer_weights": False,
+             "layer_weight_std": 3.0, "num_latents": 3, "num_heads": 4, "head_dim": 2}
+    base = dict(hidden_size=8, num_layers=4, layer_token="eos", num_latents=2, num_heads=2)
+    g = torch.Generator().manual_seed(1)
+    hidden = tuple(torch.randn(2, 5, 8, generator=g) for _ in range(5))  # L+1 states of (B, T, D)
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+
+    def pooled(kind, **change):
+        torch.manual_seed(0)
+        pooler = build_pooler(PoolerConfig(kind=kind, **{**base, **change})).eval()
+        with torch.no_grad():
+            return sum(p.numel() for p in pooler.parameters()), pooler(hidden, mask)
+
+    for kind, declared in KINDS.items():
+        allowed = {k: v for k, v in other.items() if k != "block" or k in declared.reads}  # others refuse a block
+        for setting, value in allowed.items():
+            # Beside the other settings at their base and at their other values: one setting can
+            # matter only beside another (heads split attention over many tokens, never over one).
+            rest = {k: v for k, v in allowed.items() if k != setting}
+            same = True
+            for context in ({}, rest):
+                a, b = pooled(kind, **context), pooled(kind, **context, **{setting: value})
+                same = same and a[0] == b[0] and torch.equal(a[1], b[1])
+            assert same == (setting not in declared.reads), (kind, setting)
+    mltp = PoolerConfig(kind="mltp", hidden_size=8, num_layers=4, layer_token="eos", layer_weights=False, num_heads=2)
+    assert "layer_weight_std" not in settings_read(mltp) and "layers" in settings_read(mltp)
