@@ -48,74 +48,82 @@ def _first(value):
     return value[0] if isinstance(value, list) and value else value
 
 
-def from_hf_config(cfg: dict, source: str = "config.json") -> ModelConfig:
-    if not isinstance(cfg, dict):
-        raise ValueError(f"{source}: expected a JSON object, got {type(cfg).__name__}")
+class Fields:
+    """Typed reads of a config.json dict: every error names the key and the file."""
 
-    def need(key):
-        if key not in cfg:
-            raise ValueError(f"{source} lacks required key '{key}'")
-        return cfg[key]
+    def __init__(self, cfg: dict, source: str):
+        self.cfg, self.source = cfg, source
 
-    def typed(value, key, kind):
+    def need(self, key):
+        if key not in self.cfg:
+            raise ValueError(f"{self.source} lacks required key '{key}'")
+        return self.cfg[key]
+
+    def typed(self, value, key, kind):
         # A string such as "six" must name its key and file, not fail inside int().
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) if kind is float else (
             isinstance(value, int) and not isinstance(value, bool))
         if not ok:
-            raise ValueError(f"{source}: '{key}' must be {'a number' if kind is float else 'an integer'}, got {value!r}")
+            raise ValueError(f"{self.source}: '{key}' must be {'a number' if kind is float else 'an integer'}, got {value!r}")
         return kind(value)
 
-    def need_int(key):
-        return typed(need(key), key, int)
+    def need_int(self, key) -> int:
+        return self.typed(self.need(key), key, int)
 
-    def opt(key, kind, default):
-        value = cfg.get(key)
-        return default if value is None else typed(value, key, kind)
+    def opt(self, key, kind, default):
+        value = self.cfg.get(key)
+        return default if value is None else self.typed(value, key, kind)
 
-    model_type = need("model_type")
+
+def check_supported(cfg: dict, source: str) -> str:
+    """The model_type, after refusing what the decoder cannot compute; returns it."""
+    model_type = Fields(cfg, source).need("model_type")
     if model_type not in ARCHITECTURES:
-        raise ValueError(
-            f"{source}: model_type '{model_type}' is not supported (supported: {sorted(ARCHITECTURES)})"
-        )
+        raise ValueError(f"{source}: model_type '{model_type}' is not supported (supported: {sorted(ARCHITECTURES)})")
     act = cfg.get("hidden_act", "silu")
     if act != "silu":
         raise ValueError(f"{source}: hidden_act '{act}' is not supported (the SwiGLU MLP needs 'silu')")
+    return model_type
 
+
+def rope_theta(cfg: dict, source: str) -> float:
     # transformers >= 5 nests RoPE settings under `rope_parameters`; older files keep them at top level.
     rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
     rope_type = rope.get("rope_type", rope.get("type", "default"))
     if rope_type != "default":
-        raise ValueError(
-            f"{source}: rope scaling '{rope_type}' is not supported; only plain RoPE (rope_theta) is implemented"
-        )
-    rope_theta = typed(rope.get("rope_theta", cfg.get("rope_theta", 10000.0)), "rope_theta", float)
+        raise ValueError(f"{source}: rope scaling '{rope_type}' is not supported; only plain RoPE (rope_theta) is implemented")
+    return Fields(cfg, source).typed(rope.get("rope_theta", cfg.get("rope_theta", 10000.0)), "rope_theta", float)
 
-    hidden, heads = need_int("hidden_size"), need_int("num_attention_heads")
+
+def from_hf_config(cfg: dict, source: str = "config.json") -> ModelConfig:
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{source}: expected a JSON object, got {type(cfg).__name__}")
+    model_type = check_supported(cfg, source)
+    f = Fields(cfg, source)
+    hidden, heads = f.need_int("hidden_size"), f.need_int("num_attention_heads")
     if heads < 1 or hidden < 1:
         raise ValueError(f"{source}: hidden_size {hidden} and num_attention_heads {heads} must be positive")
-    head_dim = opt("head_dim", int, 0) or hidden // heads
     arch = ARCHITECTURES[model_type]
     attention_bias = bool(cfg.get("attention_bias", False))
     # Qwen2 stores a `sliding_window` value even when `use_sliding_window` is false: honour the switch.
     window = cfg.get("sliding_window")
     if cfg.get("use_sliding_window") is False:
         window = None
-
     return ModelConfig(
-        vocab_size=need_int("vocab_size"),
+        vocab_size=f.need_int("vocab_size"),
         hidden_size=hidden,
-        intermediate_size=need_int("intermediate_size"),
-        num_hidden_layers=need_int("num_hidden_layers"),
+        intermediate_size=f.need_int("intermediate_size"),
+        num_hidden_layers=f.need_int("num_hidden_layers"),
         num_attention_heads=heads,
-        num_key_value_heads=opt("num_key_value_heads", int, 0) or heads,
-        head_dim=head_dim,
-        rms_norm_eps=opt("rms_norm_eps", float, 1e-6),
-        rope_theta=rope_theta,
-        max_position_embeddings=opt("max_position_embeddings", int, 2048),
+        num_key_value_heads=f.opt("num_key_value_heads", int, 0) or heads,
+        head_dim=f.opt("head_dim", int, 0) or hidden // heads,
+        rms_norm_eps=f.opt("rms_norm_eps", float, 1e-6),
+        rope_theta=rope_theta(cfg, source),
+        max_position_embeddings=f.opt("max_position_embeddings", int, 2048),
         tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
         qkv_bias=attention_bias if arch["qkv_bias"] is None else arch["qkv_bias"],
         o_bias=attention_bias if arch["o_bias"] is None else arch["o_bias"],
-        sliding_window=typed(window, "sliding_window", int) if window else None,
+        sliding_window=f.typed(window, "sliding_window", int) if window else None,
         bos_token_id=_first(cfg.get("bos_token_id")),
         eos_token_id=_first(cfg.get("eos_token_id")),
         pad_token_id=_first(cfg.get("pad_token_id")),
