@@ -1,69 +1,71 @@
-"""A run directory's identity: the settings that change its numbers.
+"""A run directory's identity: the settings that change its numbers, recorded once, compared once.
 
-A run directory is resumed (an unfinished one) or skipped (a finished one) only under the
-settings it was made with; anything else would report one model's scores under another's flags.
-The settings are every key of the resolved run config (what results.json and config.json record)
-except the few below that do not change the numbers, so a new flag is covered the day it is added.
+A run writes its settings record (a flat dict; mltp.cli.settings.run_settings says which values it
+holds) into config.json when it starts, into each checkpoint's trainer_state.json, and into
+results.json when it ends. A run directory is resumed (unfinished) or skipped (finished) only
+under the settings it was made with, or a report would show one model's scores under another's
+flags: `check_run_dir` compares the record of how far the run got with the settings asked, and
+names every difference. Nothing else compares settings.
+
+Records made before runs stored this record (their settings were read out of the resolved config)
+are refused, naming `scripts/migrate_results.py`, which upgrades them once.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from mltp.train import setting_differences
-
-# Where things are and how fast they run, not what is computed; and the sweep's and probe's own
-# arguments, which choose runs rather than shape one.
-NOT_SETTINGS = frozenset({
-    "command", "argv", "out", "data_dir", "model_dir", "device", "compile", "gradient_checkpointing",
-    "seeds", "only", "list", "time_limit", "report_only", "no_report", "every", "pooler",
-    "fetch_data", "to", "input", "output", "overwrite", "instruction",
-})
-
-# A setting added after runs were recorded, and the value that reproduces those runs: a record
-# without it then matches that value; a missing setting otherwise counts as None and so never
-# matches a value.
-ASSUMED_WHEN_ABSENT: dict[str, object] = {
-    "layer_weight_std": 1.0, "layer_weight_lr_mult": 1.0, "block": None,  # the official W, the last block
-    "mini_batch": None, "ranks": 1,  # one process, no GradCache
-    "train_data": None, "train_data_mode": "join",  # the built-in mixture alone
-}
+SETTINGS_KEY = "settings"
+MIGRATE = "python scripts/migrate_results.py"  # upgrades run records made by earlier versions
 
 
-def run_config(args) -> dict:
-    """The resolved arguments as recorded in config.json and results.json (the data check's
-    verdicts go to results.json apart: they say "cached" the second time)."""
-    return {k: v for k, v in vars(args).items() if k not in ("command", "argv", "data_verdicts")}
+class SettingsMismatch(ValueError):
+    """A run directory made under other settings than the ones asked."""
 
 
-def settings_of(config: dict) -> dict:
-    out = {k: v for k, v in config.items() if k not in NOT_SETTINGS}
-    return {**{k: v for k, v in ASSUMED_WHEN_ABSENT.items() if k not in out}, **out}
+def differences(recorded: dict, asked: dict, recorded_as: str) -> list[str]:
+    """'name: <recorded_as> X, asked Y' for every setting on which the two disagree (a setting
+    missing on one side counts as None, never as a match)."""
+    asked = json.loads(json.dumps(asked))  # compare as stored: tuples are lists in JSON
+    return [f"{k}: {recorded_as} {recorded.get(k)!r}, asked {asked.get(k)!r}"
+            for k in dict.fromkeys([*recorded, *asked]) if recorded.get(k) != asked.get(k)]
+
+
+def latest_state(run_dir: Path) -> Path | None:
+    """The trainer_state.json of the checkpoint `checkpoints/latest` names, if any."""
+    pointer = run_dir / "checkpoints" / "latest"
+    return run_dir / "checkpoints" / pointer.read_text().strip() / "trainer_state.json" if pointer.exists() else None
 
 
 def recorded_settings(run_dir: Path) -> tuple[str, Path, dict] | None:
     """(how far the run got, the file that says so, its settings) for a run directory in use."""
-    pointer = run_dir / "checkpoints" / "latest"
-    state = run_dir / "checkpoints" / pointer.read_text().strip() / "trainer_state.json" if pointer.exists() else None
-    for label, path, key in (("finished", run_dir / "results.json", "config"),
-                             ("checkpoint", state, "settings"),
-                             ("started", run_dir / "config.json", None)):
+    for state, path in (("finished", run_dir / "results.json"), ("checkpoint", latest_state(run_dir)),
+                        ("started", run_dir / "config.json")):
         if path is None or not path.exists():
             continue
         try:
             record = json.loads(path.read_text())
         except ValueError as e:
             raise ValueError(f"{path} is not valid JSON ({e}): delete {run_dir} (or pass another --out) to start afresh") from None
-        config = record.get(key) if key else record
-        if config is not None:
-            return label, path, settings_of(config)
+        if not isinstance(record.get(SETTINGS_KEY), dict):
+            raise ValueError(f"{path} holds no settings record: it was made by an earlier version of mltp; "
+                             f"upgrade it with `{MIGRATE} {run_dir}`")
+        return state, path, record[SETTINGS_KEY]
     return None
 
 
-def differences(run_dir: Path, args) -> tuple[str, Path, list[str]] | None:
-    """How the settings recorded in run_dir differ from args, or None for a fresh directory."""
+STATES = {"finished": "a finished run", "checkpoint": "an unfinished run", "started": "a started run"}
+
+
+def check_run_dir(run_dir: Path, settings: dict) -> str | None:
+    """How far the run in run_dir got (None: a fresh directory), if it was made with `settings`;
+    otherwise SettingsMismatch naming every difference and the file that records them."""
     found = recorded_settings(run_dir)
     if found is None:
         return None
-    label, path, recorded = found
-    return label, path, setting_differences(recorded, settings_of(run_config(args)), label)
+    state, path, recorded = found
+    differ = differences(recorded, settings, state)
+    if differ:
+        raise SettingsMismatch(f"{run_dir} holds {STATES[state]} made with other settings ({'; '.join(differ)}; "
+                               f"recorded in {path})")
+    return state
