@@ -258,15 +258,14 @@ def test_data_dir_lookup_order(tmp_path, monkeypatch):
 
 
 def test_main_job_without_data_names_the_command(tmp_path, monkeypatch, capsys):
-    import eval.tasks as T
-    import run
+    from mltp import cli
     from mltp.cli.settings import resolve
 
-    monkeypatch.setattr(T, "REPO_ROOT", tmp_path / "clone" / "mltp")
+    monkeypatch.chdir(tmp_path)  # not in a checkout: no ../shared/data to find
     monkeypatch.delenv("MLTP_DATA_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     with pytest.raises(SystemExit) as e:
-        resolve(run.parse(["--device", "cpu"]), log=lambda m: None)
+        resolve(cli.parse(["--device", "cpu"])[0], log=lambda m: None)
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert "python run.py data" in err and "--fetch-data" in err

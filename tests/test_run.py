@@ -5,6 +5,12 @@ import numpy as np
 import pytest
 
 import run
+from mltp import cli
+from mltp.cli.settings import config_name
+
+
+def parse(argv):
+    return cli.parse(argv)[0]
 
 TINY_RUN = ["--steps", "3", "--batch-size", "4", "--max-length", "96", "--suite", "quick", "--device", "cpu",
             "--tasks", "BIOSSES,ArguAna,Banking77,TwentyNewsgroups", "--latents", "4"]
@@ -36,7 +42,7 @@ def score_from_items(per_item: dict) -> float:
 
 
 def test_every_documented_flag_parses():
-    args = run.parse([
+    args = parse([
         "--model", "m", "--pool", "trainable", "--attn", "bidirectional", "--layers", "last4", "--no-layer-weights",
         "--layer-token", "mean", "--tokens", "all", "--latents", "64", "--heads", "4", "--head-dim", "32",
         "--steps", "5", "--batch-size", "8", "--grad-accum", "2", "--lr", "1e-4", "--max-length", "128",
@@ -47,14 +53,14 @@ def test_every_documented_flag_parses():
     assert (args.command, args.pool, args.attn, args.layers, args.no_layer_weights) == ("train", "trainable", "bidirectional", "last4", True)
     assert (args.steps, args.batch_size, args.grad_accum, args.lr, args.lora_r, args.seed) == (5, 8, 2, 1e-4, 8, 3)
     assert args.eval_only and args.compile and args.gradient_checkpointing and args.include_classification_train
-    assert run.parse(["ablation", "--seeds", "2", "--only", "M1-eos"]).command == "ablation"
-    assert args.compile == "default" and run.parse(["--compile", "reduce-overhead"]).compile == "reduce-overhead"
-    sweep = run.parse(["ablation", "--time-limit", "7.5", "--report-only"])
-    assert sweep.time_limit == 7.5 and sweep.report_only and run.parse(["ablation", "--no-report"]).no_report
-    assert run.parse(["probe", "--every", "5"]).every == 5
-    assert run.parse(["probe", "--pooler", "runs/x/final"]).pooler == "runs/x/final"
-    assert run.parse(["--joint-forward"]).joint_forward is True and run.parse(["--no-joint-forward"]).joint_forward is False
-    assert run.parse([]).joint_forward is None  # resolved by hardware: on a GPU, on a CPU not
+    assert parse(["ablation", "--seeds", "2", "--only", "M1-eos"]).command == "ablation"
+    assert args.compile == "default" and parse(["--compile", "reduce-overhead"]).compile == "reduce-overhead"
+    sweep = parse(["ablation", "--time-limit", "7.5", "--report-only"])
+    assert sweep.time_limit == 7.5 and sweep.report_only and parse(["ablation", "--no-report"]).no_report
+    assert parse(["probe", "--every", "5"]).every == 5
+    assert parse(["probe", "--pooler", "runs/x/final"]).pooler == "runs/x/final"
+    assert parse(["--joint-forward"]).joint_forward is True and parse(["--no-joint-forward"]).joint_forward is False
+    assert parse([]).joint_forward is None  # resolved by hardware: on a GPU, on a CPU not
 
 
 @pytest.mark.parametrize(
@@ -63,7 +69,9 @@ def test_every_documented_flag_parses():
         (["--pool", "max"], "invalid choice: 'max'"),
         (["--layers", "last40"], "last40"),
         (["--layers", "middle2,3"], "middle2,3"),
-        (["--pool", "eos", "--no-layer-weights"], "--no-layer-weights applies to --pool mltp only"),
+        (["--pool", "eos", "--no-layer-weights"], "--no-layer-weights does not apply to --pool eos"),
+        (["--no-layer-weights", "--layer-weight-std", "8"], "--layer-weight-std does not apply to --pool mltp without layer weights"),
+        (["--pool", "eos", "--block", "40"], "--block=40: a block number 1..6"),
         (["--tasks", "NoSuchTask"], "unknown task"),
         (["--steps", "0"], "--steps must be >= 1"),
     ],
@@ -135,19 +143,19 @@ def test_sweep_resumes_and_skips_finished_configurations(tiny, tmp_path, capsys)
     other = [a if a != "3" else "4" for a in argv]  # --steps 3 -> 4
     with pytest.raises(SystemExit):
         run.main(other)
-    assert "M3-mltp/seed-0 was run with other settings (steps: finished 3, asked 4)" in capsys.readouterr().err
+    assert "M3-mltp/seed-0 holds a finished run made with other settings (steps: finished 3, asked 4;" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # one forward per step draws other dropout masks than three
         run.main(argv + ["--joint-forward"])
-    assert "(joint_forward: finished False, asked True)" in capsys.readouterr().err
+    assert "(joint_forward: finished False, asked True;" in capsys.readouterr().err
     # A record missing a setting is not taken as matching: it names the setting.
     finished = tmp_path / "M3-mltp" / "seed-0" / "results.json"
     record = json.loads(finished.read_text())
-    del record["config"]["joint_forward"]
+    del record["settings"]["joint_forward"]
     finished.write_text(json.dumps(record))
     with pytest.raises(SystemExit):
         run.main(argv)
-    assert "(joint_forward: finished None, asked False)" in capsys.readouterr().err
-    record["config"]["joint_forward"] = False
+    assert "(joint_forward: finished None, asked False;" in capsys.readouterr().err
+    record["settings"]["joint_forward"] = False
     finished.write_text(json.dumps(record))
 
     # A run from another session: other code, another forward mode.
@@ -200,13 +208,13 @@ def test_a_configuration_that_names_its_token_keeps_it(tiny, tmp_path):
     record = json.loads((tmp_path / "A3-mltp-mean" / "seed-0" / "results.json").read_text())
     assert record["config"]["layer_token"] == "mean" and record["config"]["attn"] == "causal"
     assert record["name"] == "mltp-causal-all-mean"  # not M3's name: a main-job run directory of its own
-    assert run.config_name(run.parse(["--pool", "mltp"])) == "mltp-causal-all"
+    assert config_name(parse(["--pool", "mltp"])) == "mltp-causal-all"
 
 
 def test_a_run_made_from_another_checkout_reproduces_from_this_one():
     from pathlib import Path
 
-    from mltp.cli.study import same_out
+    from mltp.cli.ablation import same_out
     out = Path("results/cpu-study2")
     elsewhere = "python run.py ablation --seeds 1 --out /elsewhere/results/cpu-study2 --only M3-mltp"
     assert same_out(elsewhere, out) == "python run.py ablation --seeds 1 --out results/cpu-study2 --only M3-mltp"

@@ -20,9 +20,11 @@ from eval.tasks import TASKS
 from mltp.data import manifest
 from mltp.formats.checkpoint import load_model
 from mltp.hygiene.interrupt import TrainingInterrupted
-from mltp.pooler_flags import unused_flags
+from mltp.cli.flags import unused_flags
+from mltp.hygiene.identity import SettingsMismatch, check_run_dir
+from mltp.pooling import PoolerConfig
 from mltp.hygiene.strict_json import finite_or_null
-from mltp.train import CheckpointError, SettingsMismatch, TrainConfig, train
+from mltp.train import CheckpointError, TrainConfig, train, train_settings
 
 from test_run import TINY_RUN
 from test_train import CFG, make_embedder, make_rows
@@ -120,18 +122,23 @@ def test_an_unfinished_run_is_resumed_only_under_its_settings(tiny, tmp_path, ca
 
 
 def test_a_checkpoint_never_lends_its_optimiser_other_settings(fixtures_dir, tmp_path):
+    # One check (mltp.hygiene.identity.check_run_dir) compares the settings a checkpoint recorded
+    # with the ones asked, before any work; the command line makes it for every run directory.
     torch.manual_seed(0)
     emb, lora = make_embedder(fixtures_dir)
-    train(emb, make_rows(), TrainConfig(**CFG), lora, tmp_path, log=lambda m: None, stop_after=4,
+    train(emb, make_rows(), TrainConfig(**CFG), lora, tmp_path / "run", log=lambda m: None, stop_after=4,
           settings={"lr": CFG["lr"]})
-    state = json.loads((tmp_path / "checkpoints" / "step-000004" / "trainer_state.json").read_text())
+    state = json.loads((tmp_path / "run" / "checkpoints" / "step-000004" / "trainer_state.json").read_text())
     assert state["settings"] == {"lr": CFG["lr"]}
-    with pytest.raises(SettingsMismatch, match=r"other settings \(lr: checkpoint 0.003, asked 0.01\)"):
-        train(emb, make_rows(), TrainConfig(**{**CFG, "lr": 1e-2}), lora, tmp_path, log=lambda m: None,
-              settings={"lr": 1e-2})
-    # Even with no settings to compare, the restored optimiser's own learning rate is checked.
-    with pytest.raises(SettingsMismatch, match=r"optimiser state was made with \{'lr': \[0.003\]"):
-        train(emb, make_rows(), TrainConfig(**{**CFG, "lr": 1e-2}), lora, tmp_path, log=lambda m: None)
+    assert check_run_dir(tmp_path / "run", {"lr": CFG["lr"]}) == "checkpoint"
+    with pytest.raises(SettingsMismatch, match=r"other settings \(lr: checkpoint 0.003, asked 0.01; recorded in .*trainer_state"):
+        check_run_dir(tmp_path / "run", {"lr": 1e-2})
+    # Trained without a settings record of its own, a run records its TrainConfig: the learning
+    # rate its optimiser state was made with is still compared.
+    train(emb, make_rows(), TrainConfig(**CFG), lora, tmp_path / "bare", log=lambda m: None, stop_after=4)
+    check_run_dir(tmp_path / "bare", train_settings(TrainConfig(**CFG)))
+    with pytest.raises(SettingsMismatch, match=r"\(lr: checkpoint 0.003, asked 0.01;"):
+        check_run_dir(tmp_path / "bare", train_settings(TrainConfig(**{**CFG, "lr": 1e-2})))
 
 
 def test_the_sweep_refuses_a_killed_configuration_under_new_flags(tiny, tmp_path, capsys, monkeypatch):
@@ -147,16 +154,21 @@ def test_the_sweep_refuses_a_killed_configuration_under_new_flags(tiny, tmp_path
 
 
 def test_flags_that_do_not_apply_are_refused_or_recorded_as_unused(tiny, reference, capsys):
-    assert unused_flags("eos") == ("layers", "layer_token", "no_layer_weights", "tokens", "latents", "heads", "head_dim",
-                                   "layer_weight_std")
-    assert unused_flags("mltp") == ("tokens",)
-    assert unused_flags("trainable") == ("layers", "layer_token", "no_layer_weights", "layer_weight_std")
+    def unused(kind, **more):
+        return unused_flags(PoolerConfig(kind=kind, hidden_size=64, num_layers=6, layer_token="eos", **more))
+
+    assert unused("eos") == ["layers", "layer_token", "no_layer_weights", "layer_weight_std", "layer_weight_lr_mult",
+                             "tokens", "latents", "heads", "head_dim"]
+    assert unused("mltp") == ["block", "tokens"]
+    assert unused("mltp", layer_weights=False) == ["block", "layer_weight_std", "layer_weight_lr_mult", "tokens"]
+    assert unused("trainable") == ["layers", "layer_token", "no_layer_weights", "layer_weight_std", "layer_weight_lr_mult"]
+    assert unused("scalar-mix") == ["block", "no_layer_weights", "layer_weight_std", "tokens", "latents", "heads", "head_dim"]
     err = refused(["--model", tiny, "--pool", "eos", "--layers", "2", "--layer-token", "mean"], capsys)
     assert "--layers, --layer-token do not apply to --pool eos" in err
     assert "--tokens does not apply to --pool mltp" in refused(["--model", tiny, "--tokens", "all"], capsys)
     # Left at their defaults they are recorded, and named as unused.
     record = strict_load(reference / "results.json")
-    assert record["unused_settings"] == ["tokens"] and record["config"]["tokens"] == "eos"
+    assert record["unused_settings"] == ["block", "tokens"] and record["config"]["tokens"] == "eos"
 
 
 # ---- the record survives -----------------------------------------------------------------------------
@@ -416,7 +428,7 @@ def test_a_broken_model_directory_is_named_before_any_work(tiny, tmp_path, capsy
 @pytest.mark.parametrize("argv, message", [
     (["--lr", "-1"], "--lr must be a positive number, got -1.0"),
     (["--heads", "0"], "--heads must be >= 1"),
-    (["--heads", "5"], "pooler widths (--latents, --heads, --head-dim)"),
+    (["--heads", "5"], "--pool mltp: hidden_size 64 is not a multiple of --heads 5; give --head-dim"),
     (["--device", "gpu"], "--device gpu: not a device"),
     (["--max-length", "1"], "--max-length 1 holds no training text"),
     (["--max-length", "54"], "--max-length 54 holds no training text: the shortest instruction takes 53 tokens"),

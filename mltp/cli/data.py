@@ -1,4 +1,4 @@
-"""`run.py data`: make the benchmark data directory from its public sources, every file verified.
+"""Make the benchmark data folder from its public sources, every file verified.
 
     python run.py data                 # into $XDG_CACHE_HOME/mltp/data (~/.cache/mltp/data), where runs look last
     python run.py data --to DIR        # anywhere; then pass --data-dir DIR or set MLTP_DATA_DIR=DIR
@@ -20,7 +20,7 @@ from mltp.hygiene.atomic import atomic_write_text
 from .errors import fail
 
 
-def add_data_args(p: argparse.ArgumentParser) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--to", metavar="DIR", help=f"where to put the data (default: {evaluators.user_data_dir()})")
     p.add_argument("--raw-url", default=fetcher.RAW, help="base URL of raw files: BASE/owner/repo/commit/path")
     p.add_argument("--media-url", default=fetcher.MEDIA, help="base URL of Git LFS content: BASE/owner/repo/commit/path")
@@ -49,7 +49,7 @@ def fetch_data(target: str | Path, remote: fetcher.Remote = fetcher.Remote(), ke
 
 
 def run(args: argparse.Namespace) -> None:
-    target = args.to or args.data_dir or evaluators.user_data_dir()
+    target = args.to or evaluators.user_data_dir()
     remote = fetcher.Remote(raw=args.raw_url.rstrip("/"), media=args.media_url.rstrip("/"),
                             archive=args.archive_url.rstrip("/"))
     fetch_data(target, remote, keep_downloads=args.keep_downloads)

@@ -1,4 +1,6 @@
-"""`run.py encode --model RUN/final --input texts.txt|.jsonl --output vectors.npy`: embed a file.
+"""Embed a file of texts with a saved embedder: one row of a float32 .npy per line.
+
+    python run.py encode --model runs/<run>/final --input texts.txt --output vectors.npy
 
 Input: `.txt`, one text a line; or `.jsonl`, one object a line with a string field `text`. An
 empty text is an error naming its line: row i of the output is line i of the input, so nothing may
@@ -25,11 +27,15 @@ from .settings import BUDGETS
 CHUNK = 512  # texts per progress step; each chunk is still sorted by length and batched inside encode()
 
 
-def add_encode_args(p: argparse.ArgumentParser) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, metavar="RUN/final", help="a saved embedder (the final/ folder of a run)")
     p.add_argument("--input", required=True, metavar="FILE", help="texts to embed: .txt (one a line) or .jsonl (field 'text')")
     p.add_argument("--output", required=True, metavar="FILE.npy", help="where the (N, D) float32 vectors go, row i = input line i")
     p.add_argument("--instruction", help="an instruction for every text (formatted with the embedder's template)")
     p.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
+    p.add_argument("--batch-size", type=int, help="texts per forward (default: 32 on a CPU, 128 on a GPU)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], help="model weights (default: bfloat16 on GPU, float32 on CPU)")
 
 
 def read_texts(path: Path) -> list[str]:

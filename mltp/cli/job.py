@@ -19,24 +19,28 @@ import torch
 import eval as evaluators
 from mltp import distributed
 from mltp.data import manifest
-from mltp.hygiene.atomic import atomic_write_json, atomic_write_text, remove_stray_temps
-from mltp.formats.checkpoint import load_model
 from mltp.data.mixture import DEFAULT_SOURCES, SOURCES, build_mixture_with_dropped, mixture_report
+from mltp.data.userdata import join_user_data
 from mltp.embedder import Embedder, EmbedderConfig
+from mltp.formats.checkpoint import load_model
+from mltp.hygiene.atomic import atomic_write_json, atomic_write_text, remove_stray_temps
+from mltp.hygiene.identity import SettingsMismatch, check_run_dir
 from mltp.hygiene.interrupt import TrainingInterrupted
-from mltp.layers import describe_layers
-from mltp.lora import LoRAConfig, apply_lora, merge_lora
-from mltp.fast import compile_blocks
-from mltp.pooler_flags import unused_flags
-from mltp.pooling import PER_BLOCK_KINDS, PoolerConfig, build_pooler, count_parameters
 from mltp.hygiene.preflight import safetensors_header
 from mltp.hygiene.strict_json import finite_or_null
+from mltp.layers import describe_layers
+from mltp.lora import LoRAConfig, apply_lora, merge_lora
+from mltp.model import compile_blocks
+from mltp.pooling import build_pooler, count_parameters, kinds_reading
 from mltp.tokenizer import load_tokenizer
-from mltp.train import CheckpointError, SettingsMismatch, TrainConfig, latest_checkpoint, train
-from mltp.data.userdata import join_user_data
+from mltp.train import CheckpointError, TrainConfig, latest_checkpoint, train
 
-from ..hygiene.identity import differences, run_config as resolved_config, settings_of
-from .settings import ROOT, config_name, fail
+from .errors import fail, invocation
+from .flags import pooler_config, unused_flags
+from .settings import config_name, run_config, run_settings
+
+ROOT = Path(__file__).resolve().parents[2]  # the checkout this code runs from, for its git revision
+
 
 class Tee:
     """print() to the terminal and to the run's log file."""
@@ -72,28 +76,23 @@ def environment(device: str) -> dict:
 
 
 def build_embedder(args, log) -> tuple[Embedder, LoRAConfig | None]:
-    dtype = getattr(torch, args.dtype)
-    model = load_model(args.model_dir, dtype=dtype, device=args.device)
-    causal = args.attn == "causal"
-    pooler_config = PoolerConfig(
-        kind=args.pool, hidden_size=model.config.hidden_size, num_layers=model.config.num_hidden_layers,
-        layers=args.layers, layer_token=args.layer_token, layer_weights=not args.no_layer_weights, layer_weight_std=args.layer_weight_std, block=args.block,
-        tokens=args.tokens, num_latents=args.latents, num_heads=args.heads, head_dim=args.head_dim,
-    )
+    model = load_model(args.model_dir, dtype=getattr(torch, args.dtype), device=args.device)
+    config = pooler_config(args, model.config.hidden_size, model.config.num_hidden_layers)
     # The pooler trains in fp32 even when the decoder is bf16: it starts from random weights.
-    pooler = build_pooler(pooler_config).to(args.device)
-    log(f"pooling: {args.pool} ({count_parameters(pooler_config):,} parameters), attention: {args.attn}, "
-        f"layers: {describe_layers(args.layers, model.config.num_hidden_layers) if args.pool in PER_BLOCK_KINDS else (args.block or 'last')}"
+    pooler = build_pooler(config).to(args.device)
+    L = model.config.num_hidden_layers
+    log(f"pooling: {args.pool} ({count_parameters(config):,} parameters), attention: {args.attn}, "
+        f"layers: {describe_layers(args.layers, L) if args.pool in kinds_reading('layers') else (args.block or 'last')}"
         + (f", layer weights: {'on' if not args.no_layer_weights else 'OFF'}" if args.pool == "mltp" else ""))
     lora_config = None
     if not args.eval_only:
         lora_config = LoRAConfig(r=args.lora_r, alpha=args.lora_alpha)
         apply_lora(model, lora_config)  # adapters are fp32 even on a bf16 model (mltp.lora)
         model.gradient_checkpointing = args.gradient_checkpointing
-    config = EmbedderConfig(model=args.model, causal=causal, max_length=512)
-    embedder = Embedder(model, load_tokenizer(args.model_dir), pooler, config)
+    embedder = Embedder(model, load_tokenizer(args.model_dir), pooler,
+                        EmbedderConfig(model=args.model, causal=args.attn == "causal", max_length=512))
     if embedder.upto is not None:
-        log(f"the pooler reads blocks up to {embedder.upto}: blocks {embedder.upto + 1}..{model.config.num_hidden_layers} are not run")
+        log(f"the pooler reads blocks up to {embedder.upto}: blocks {embedder.upto + 1}..{L} are not run")
     if args.compile:
         compile_blocks(model, args.compile)
     return embedder, lora_config
@@ -101,7 +100,7 @@ def build_embedder(args, log) -> tuple[Embedder, LoRAConfig | None]:
 
 def sources_present(data_dir: str) -> tuple[list[str], list[str]]:
     """The default training sources whose files data_dir holds, and those it lacks: a directory made
-    by `run.py data` has no Debian or WordNet files (MANIFEST.md pins no public source for them)."""
+    by the `data` command has no Debian or WordNet files (MANIFEST.md pins no public source for them)."""
     present = [n for n in DEFAULT_SOURCES if all((Path(data_dir) / f).exists() for f in SOURCES[n].files)]
     return present, [n for n in DEFAULT_SOURCES if n not in present]
 
@@ -116,17 +115,15 @@ def training_rows(data_dir: str, seed: int, include_classification: bool, tasks:
                                       include_classification=include_classification)
 
 
-def check_run_dir(run_dir: Path, args: argparse.Namespace) -> None:
-    """Refuse, before any work, a run directory made under other settings (finished or not)."""
+def check_before_work(run_dir: Path, args: argparse.Namespace) -> None:
+    """Refuse, before any work, a run directory made under other settings (finished or not), or a
+    checkpoint that cannot be read back."""
     try:
-        found = differences(run_dir, args)
-    except ValueError as e:
+        check_run_dir(run_dir, run_settings(run_config(args)))
+    except SettingsMismatch as e:
+        fail(f"{e}. To go on with it, give the flags it was made with; to start afresh, pass another --out or delete {run_dir}")
+    except ValueError as e:  # a record that is not JSON, or has no settings
         fail(str(e))
-    if found and found[2]:
-        label, path, differ = found
-        state = {"finished": "a finished run", "checkpoint": "an unfinished run", "started": "a started run"}[label]
-        fail(f"{run_dir} holds {state} made with other settings ({'; '.join(differ)}; recorded in {path}). "
-             f"To go on with it, give the flags it was made with; to start afresh, pass another --out or delete {run_dir}")
     checkpoint = latest_checkpoint(run_dir)
     if checkpoint is not None:  # readable now, not after the model and the data are prepared
         try:
@@ -144,7 +141,7 @@ def data_hashes(args: argparse.Namespace) -> dict[str, str]:
 
 
 def resume_command(args: argparse.Namespace) -> str:
-    return "python run.py " + shlex.join(args.argv)
+    return f"{invocation()} {shlex.join(args.argv)}"
 
 
 def run_one(args: argparse.Namespace, run_dir: Path) -> dict:
@@ -153,7 +150,7 @@ def run_one(args: argparse.Namespace, run_dir: Path) -> dict:
     Under torchrun every rank trains; rank 0 alone logs, writes and evaluates (the others return None)."""
     world = distributed.start(args.device)
     if world.main:
-        check_run_dir(run_dir, args)
+        check_before_work(run_dir, args)
         for folder in (run_dir, run_dir / "final", run_dir / "checkpoints"):
             remove_stray_temps(folder)  # what a killed earlier session may have left half written
     log = Tee(run_dir / "log.txt") if world.main else (lambda message: None)
@@ -166,8 +163,6 @@ def run_one(args: argparse.Namespace, run_dir: Path) -> dict:
     except KeyboardInterrupt:
         log(f"interrupted; what was done is kept. To resume: {resume_command(args)}")
         sys.exit(130)
-    except SettingsMismatch as e:
-        fail(f"{e}. To start afresh, pass another --out or delete {run_dir}")
     except CheckpointError as e:
         fail(str(e))
 
@@ -177,44 +172,13 @@ def _run(args: argparse.Namespace, run_dir: Path, log, world) -> dict | None:
     log(f"run {run_dir} ({datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC), command: {resume_command(args)}")
     torch.manual_seed(args.seed)
     embedder, lora_config = build_embedder(args, log)
-    run_config = resolved_config(args)
+    config = run_config(args)
+    settings = run_settings(config)  # the run's identity (mltp.hygiene.identity), recorded in each file
     if world.main:
-        atomic_write_json(run_dir / "config.json", run_config)
-    tasks = args.tasks.split(",") if args.tasks else args.suite
-
+        atomic_write_json(run_dir / "config.json", {"settings": settings, "config": config})
     train_summary, mixture = None, None
     if not args.eval_only:
-        evaluated = tuple(tasks) if args.tasks else tuple(evaluators.TASKS)
-        log(f"decontaminating the training data against every text of the {len(evaluated)} evaluated task(s) ...")
-        present, absent = sources_present(args.data_dir)
-        if absent:
-            log(f"training sources left out, their files are not in {args.data_dir}: {', '.join(absent)}")
-        own = getattr(args, "train_data", None) or []
-        replace = own and args.train_data_mode == "replace"
-        rows, dropped = ([], {}) if replace else training_rows(args.data_dir, args.seed, args.include_classification_train,
-                                                               evaluated, tuple(present))
-        if own:
-            rows, dropped, own = join_user_data(rows, dropped, own, args.seed,
-                                                evaluators.evaluation_texts(args.data_dir, tasks=list(evaluated)))
-        log("training mixture:\n" + mixture_report(rows, dropped))
-        mixture = {"rows": len(rows), "dropped": dropped, "include_classification_train": args.include_classification_train}
-        if own:
-            mixture.update(train_data=own, train_data_mode=args.train_data_mode)
-        if absent:
-            mixture["sources_left_out"] = absent
-        cfg = TrainConfig(
-            steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr, warmup=args.warmup,
-            max_length=args.max_length, seed=args.seed, save_every=max(10, args.steps // 5),
-            log_every=max(1, min(10, args.steps // 10)), joint_forward=args.joint_forward, mini_batch=args.mini_batch,
-            layer_table_lr_mult=args.layer_weight_lr_mult,
-        )
-        log(f"training: {cfg.steps} steps x {cfg.batch_size} queries, lr {cfg.lr}, max {cfg.max_length} tokens, LoRA r={lora_config.r}, "
-            f"{'one joint forward' if cfg.joint_forward else 'separate forwards'} per step"
-            + (f", GradCache mini-batches of {cfg.mini_batch} texts" if cfg.mini_batch else "")
-            + (f", on {world.size} ranks of {cfg.batch_size // world.size} queries, candidates from every rank" if world.size > 1 else ""))
-        provenance = {"code_revision": environment(args.device)["git_revision"], "data_sha256": data_hashes(args)}
-        train_summary = train(embedder, rows, cfg, lora_config, run_dir, log=log, settings=settings_of(run_config),
-                              provenance=provenance)
+        train_summary, mixture = train_run(args, embedder, lora_config, run_dir, settings, log, world)
     distributed.stop()  # training was the only collective work: evaluation runs once, on rank 0
     if not world.main:
         return None
@@ -225,23 +189,12 @@ def _run(args: argparse.Namespace, run_dir: Path, log, world) -> dict | None:
         # merged adapter"). Embedder.load evaluates saved embedders the same way.
         merge_lora(embedder.model)
         log("LoRA adapter merged into the base weights for evaluation")
-
     t_eval = time.perf_counter()
-    results = {}
-    for name in args.tasks.split(",") if args.tasks else list(evaluators.TASKS):
-        # One task at a time, so an evaluator's refusal (NaN embeddings, say) names its task.
-        try:
-            results.update(evaluators.evaluate(embedder, tasks=[name], data_dir=args.data_dir, log=log, suite=args.suite))
-        except ValueError as e:
-            fail(f"task {name}: {e}; {run_dir / 'results.json'} was not written")
+    results = evaluate_run(args, embedder, run_dir, log)
     eval_seconds = time.perf_counter() - t_eval
-    broken = {name: r["main_score"] for name, r in results.items() if not math.isfinite(r["main_score"])}
-    if broken:
-        fail(f"non-finite main score for task(s) {broken}: the model's embeddings hold NaN or infinity "
-             f"(check the model's weights and --dtype); {run_dir / 'results.json'} was not written")
     record = {
-        "name": config_name(args), "command": f"python run.py {' '.join(args.argv)}", "config": run_config,
-        "unused_settings": list(unused_flags(args.pool)),  # recorded in config, yet they shape nothing for this pooler
+        "name": config_name(args), "command": f"{invocation()} {' '.join(args.argv)}", "settings": settings, "config": config,
+        "unused_settings": unused_flags(embedder.pooler.config),  # recorded in config, yet they shape nothing for this pooler
         "suite": args.suite + (f" ({args.tasks})" if args.tasks else ""),
         "family_averages": evaluators.family_averages(results), "tasks": results,
         "train": train_summary, "mixture": mixture, "environment": environment(args.device), "ranks": world.size,
@@ -255,6 +208,62 @@ def _run(args: argparse.Namespace, run_dir: Path, log, world) -> dict | None:
     log(results_table(record))
     log(f"wrote {run_dir / 'results.json'} ({record['seconds']['total'] / 60:.1f} min)")
     return record
+
+
+def training_mixture(args: argparse.Namespace, log) -> tuple[list, dict]:
+    """The run's training rows, decontaminated against every text it evaluates, and their record."""
+    evaluated = tuple(args.tasks.split(",")) if args.tasks else tuple(evaluators.TASKS)
+    log(f"decontaminating the training data against every text of the {len(evaluated)} evaluated task(s) ...")
+    present, absent = sources_present(args.data_dir)
+    if absent:
+        log(f"training sources left out, their files are not in {args.data_dir}: {', '.join(absent)}")
+    own = getattr(args, "train_data", None) or []
+    replace = own and args.train_data_mode == "replace"
+    rows, dropped = ([], {}) if replace else training_rows(args.data_dir, args.seed, args.include_classification_train,
+                                                           evaluated, tuple(present))
+    if own:
+        rows, dropped, own = join_user_data(rows, dropped, own, args.seed,
+                                            evaluators.evaluation_texts(args.data_dir, tasks=list(evaluated)))
+    log("training mixture:\n" + mixture_report(rows, dropped))
+    mixture = {"rows": len(rows), "dropped": dropped, "include_classification_train": args.include_classification_train}
+    if own:
+        mixture.update(train_data=own, train_data_mode=args.train_data_mode)
+    if absent:
+        mixture["sources_left_out"] = absent
+    return rows, mixture
+
+
+def train_run(args: argparse.Namespace, embedder: Embedder, lora_config: LoRAConfig, run_dir: Path, settings: dict,
+              log, world) -> tuple[dict, dict]:
+    """Train the embedder in place (mltp.train); the training record and the mixture's."""
+    rows, mixture = training_mixture(args, log)
+    cfg = TrainConfig(
+        steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr, warmup=args.warmup,
+        max_length=args.max_length, seed=args.seed, save_every=max(10, args.steps // 5),
+        log_every=max(1, min(10, args.steps // 10)), joint_forward=args.joint_forward, mini_batch=args.mini_batch,
+        layer_table_lr_mult=args.layer_weight_lr_mult,
+    )
+    log(f"training: {cfg.steps} steps x {cfg.batch_size} queries, lr {cfg.lr}, max {cfg.max_length} tokens, LoRA r={lora_config.r}, "
+        f"{'one joint forward' if cfg.joint_forward else 'separate forwards'} per step"
+        + (f", GradCache mini-batches of {cfg.mini_batch} texts" if cfg.mini_batch else "")
+        + (f", on {world.size} ranks of {cfg.batch_size // world.size} queries, candidates from every rank" if world.size > 1 else ""))
+    provenance = {"code_revision": environment(args.device)["git_revision"], "data_sha256": data_hashes(args)}
+    return train(embedder, rows, cfg, lora_config, run_dir, log=log, settings=settings, provenance=provenance), mixture
+
+
+def evaluate_run(args: argparse.Namespace, embedder: Embedder, run_dir: Path, log) -> dict:
+    results = {}
+    for name in args.tasks.split(",") if args.tasks else list(evaluators.TASKS):
+        # One task at a time, so an evaluator's refusal (NaN embeddings, say) names its task.
+        try:
+            results.update(evaluators.evaluate(embedder, tasks=[name], data_dir=args.data_dir, log=log, suite=args.suite))
+        except ValueError as e:
+            fail(f"task {name}: {e}; {run_dir / 'results.json'} was not written")
+    broken = {name: r["main_score"] for name, r in results.items() if not math.isfinite(r["main_score"])}
+    if broken:
+        fail(f"non-finite main score for task(s) {broken}: the model's embeddings hold NaN or infinity "
+             f"(check the model's weights and --dtype); {run_dir / 'results.json'} was not written")
+    return results
 
 
 def results_table(record: dict) -> str:

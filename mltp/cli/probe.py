@@ -1,4 +1,12 @@
-"""Probes: the zero-shot quality of every single block, and where a trained MLTP pooler attends."""
+"""Probes: the zero-shot quality of every single block, and where a trained MLTP pooler attends.
+
+    python run.py probe --every 3 --out runs/probe-causal       # each block's EOS token and mean, zero-shot
+    python run.py probe --pooler runs/<run>/final                # where its latents attend, per block and family
+
+The block probe encodes every text once and scores each probed block's EOS vector and masked mean
+(`probe.json`, `probe.svg`); the pooler probe re-scores a saved MLTP embedder while its pooler
+records the share of attention each block gets (`pooler_attention.json`, `.svg`).
+"""
 from __future__ import annotations
 
 import argparse
@@ -17,8 +25,23 @@ from mltp.embedder import EMBEDDER_FILE, Embedder, EmbedderConfig
 from mltp.pooling import CONFIG_FILE as POOLER_CONFIG_FILE, last_token, masked_mean
 from mltp.tokenizer import load_tokenizer
 
+from . import flags
+from .errors import fail
 from .job import Tee, environment
-from .settings import ROOT, fail, resolve
+from .settings import resolve
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    flags.add_model(g)
+    flags.add_attention(g)
+    flags.add_evaluation(p)
+    flags.add_device(p, compile=False)
+    flags.add_data(p)
+    flags.add_out(p, "runs/probe-<attn>, or beside the --pooler folder")
+    p.add_argument("--every", type=int, default=1, help="probe every k-th block")
+    p.add_argument("--pooler", metavar="DIR", help="instead: where a trained MLTP pooler (a saved embedder, e.g. RUN/final) "
+                                                  "attends, per block and family, over the evaluation texts")
 
 
 class BlockVectors(nn.Module):
@@ -69,7 +92,7 @@ class BlockEncoder:
 
 
 def run_probe(args: argparse.Namespace) -> None:
-    out = Path(args.out or ROOT / "runs" / f"probe-{args.attn}")
+    out = Path(args.out or Path("runs") / f"probe-{args.attn}")
     log = Tee(out / "log.txt")
     model = load_model(args.model_dir, dtype=getattr(torch, args.dtype), device=args.device)
     L = model.config.num_hidden_layers

@@ -1,18 +1,10 @@
-"""The study: its configurations, the comparisons its report makes, and the resumable sweep."""
+"""The study: its configurations, the comparisons its report makes, and `run.py intervene`'s
+variants as pseudo-configurations of that report. The sweep that runs them: mltp/cli/ablation.py."""
 from __future__ import annotations
 
-import argparse
 import json
-import time
 from pathlib import Path
 
-from eval.report import write_report
-
-from mltp.train import setting_differences
-
-from ..hygiene.identity import run_config, settings_of
-from .job import check_run_dir, run_one
-from .settings import ROOT, fail, resolve
 
 # name -> overrides of the main job's flags. Ablations are run on the causal MLTP (M3), the
 # paper's own reference point for MLTP; `--attn bidirectional` moves them to M5's setting.
@@ -79,102 +71,6 @@ def study_comparisons(reference: str) -> list[tuple[str, str, str]]:
     ]
 
 
-def check_same_budget(run_dir: Path, run_args: argparse.Namespace) -> None:
-    # What must match between a finished run and the sweep that would skip it: every setting
-    # (mltp.hygiene.identity), so a report never averages or compares runs made with different
-    # models, budgets or evaluation sets. joint_forward and mini_batch count although they change
-    # no model, loss or data: they draw other dropout masks, and configurations compared at one
-    # seed share their dropout draws (common random numbers); a report mixing modes would lose that.
-    done = json.loads((run_dir / "results.json").read_text())["config"]
-    differ = setting_differences(settings_of(done), settings_of(run_config(run_args)), "finished")
-    if differ:
-        fail(f"{run_dir} was run with other settings ({'; '.join(differ)}); give the same flags to go on "
-             f"with this study, or another --out for a new one")
-
-
-def run_ablation(args: argparse.Namespace) -> None:
-    out = Path(args.out or ROOT / "runs" / "ablation")
-    configs = study_configs(args.attn)
-    reference = "M3-mltp" if args.attn == "causal" else "M5-mltp-bi"
-    if args.list:
-        for name, overrides in configs.items():
-            print(f"{name:<22} {overrides}")
-        return
-    selected = args.only.split(",") if args.only else list(configs)
-    unknown = [n for n in selected if n not in configs]
-    if unknown:
-        fail(f"unknown configuration(s) {unknown}; known: {', '.join(configs)}")
-    t0 = time.perf_counter()
-    if not args.report_only:
-        print(f"study: {len(selected)} configurations x {args.seeds} seed(s) -> {out}"
-              + (f", time limit {args.time_limit:g} min" if args.time_limit else ""))
-        # Seed-major order: a sweep cut short (time limit, crash) still has every configuration's
-        # first seed, which is worth more than three seeds of a few configurations.
-        plan = []
-        for seed, name in [(seed, name) for seed in range(args.seeds) for name in selected]:
-            run_args = argparse.Namespace(**{**vars(args), **configs[name], "seed": seed})
-            run_args.no_layer_weights = configs[name].get("no_layer_weights", False)
-            run_args.layers = configs[name].get("layers", "all")
-            # Unless a configuration names them, the tokens follow its attention (causal: EOS).
-            run_args.layer_token = configs[name].get("layer_token")
-            run_args.tokens = configs[name].get("tokens")
-            run_args.block = configs[name].get("block")
-            run_args.layer_weight_std = configs[name].get("layer_weight_std", 1.0)
-            run_args.layer_weight_lr_mult = configs[name].get("layer_weight_lr_mult", 1.0)
-            plan.append((seed, name, out / name / f"seed-{seed}", resolve(run_args, log=lambda m: None)))
-        # Every run directory, finished or not, before any work: a killed configuration must not
-        # resume under new flags any more than a finished one may be skipped under them.
-        for seed, name, run_dir, run_args in plan:
-            if (run_dir / "results.json").exists():
-                check_same_budget(run_dir, run_args)
-            else:
-                check_run_dir(run_dir, run_args)
-        slowest = 0.0
-        for seed, name, run_dir, run_args in plan:
-            if (run_dir / "results.json").exists():
-                print(f"[skip] {name} seed {seed}: finished earlier")
-                continue
-            elapsed = time.perf_counter() - t0
-            if args.time_limit and slowest and elapsed + slowest > args.time_limit * 60:
-                print(f"[stop] time limit: {elapsed / 60:.1f} of {args.time_limit:g} min used, the slowest run took "
-                      f"{slowest / 60:.1f} min; run the same command again to go on from {name} seed {seed}")
-                break
-            started = time.perf_counter()
-            run_one(run_args, run_dir)
-            slowest = max(slowest, time.perf_counter() - started)
-        if args.no_report:
-            return
-    runs = {}
-    for name in configs:
-        seeds = sorted((out / name).glob("seed-*/results.json"))
-        if seeds:
-            runs[name] = [json.loads(p.read_text()) for p in seeds]
-    if not runs:
-        fail(f"no finished runs in {out}: nothing to report")
-    comparisons = [c for c in study_comparisons(reference) if c[1] in runs and c[2] in runs]
-    variants, intervened = intervention_runs(out, runs)
-    runs.update(variants)
-    comparisons += intervened
-    paths = write_report(
-        runs, out, comparisons=comparisons,
-        title=f"MLTP ablation study ({args.attn} ablations)",
-        # Every command that produced a run in this directory (sessions may differ), in order seen.
-        commands=list(dict.fromkeys(same_out(r["command"], out) for rs in runs.values() for r in rs if r.get("command"))),
-        sweep_seconds=None if args.report_only else time.perf_counter() - t0,
-    )
-    print(f"report: {paths['markdown']}")
-
-
-def same_out(command: str, out: Path) -> str:
-    """A run's command with an `--out` that named this folder by another path (a checkout elsewhere)
-    spelt as this report names it, so the reproduce line runs from this checkout."""
-    words = command.split(" ")
-    for i, w in enumerate(words[:-1]):
-        if w == "--out" and Path(words[i + 1]).name == out.name and Path(words[i + 1]) != out:
-            words[i + 1] = str(out)
-    return " ".join(words)
-
-
 INTERVENTIONS = {"zero": "W set to zero", "shuffled": "W's rows shuffled", "other-seed": "W from another seed"}
 
 
@@ -198,9 +94,3 @@ def intervention_runs(out: Path, runs: dict[str, list[dict]]) -> tuple[dict[str,
     comparisons = [(f"intervention: {name.split(' [')[0]} trained vs {INTERVENTIONS[name.split(' [')[1][:-1]]}",
                     name.split(" [")[0], name) for name in variants]
     return variants, comparisons
-
-
-def run(args: argparse.Namespace) -> None:
-    if not (args.list or args.report_only):  # neither needs a device, the model or the data
-        args = resolve(args)
-    run_ablation(args)
