@@ -22,6 +22,8 @@ import torch
 
 from .tasks import TASKS
 
+BY_MTEB_NAME = {task.mteb_name: task for task in TASKS.values()}  # MTEB's names: Banking77Classification, ...
+
 
 class MTEBModel:
     def __init__(self, encoder, name: str = "mltp", batch_size: int | None = None):
@@ -39,8 +41,8 @@ class MTEBModel:
     def instruction(self, task_metadata, prompt_type) -> str | None:
         if prompt_type is not None and getattr(prompt_type, "value", prompt_type) == "document":
             return None  # retrieval: the corpus side goes plain (eval.tasks, E5-Mistral)
-        if task_metadata.name in TASKS:
-            return TASKS[task_metadata.name].instruction
+        if task_metadata.name in BY_MTEB_NAME:
+            return BY_MTEB_NAME[task_metadata.name].instruction
         prompt = task_metadata.prompt  # MTEB's own: a string, or {"query": ..., "document": ...}
         if isinstance(prompt, dict):
             prompt = prompt.get("query")

@@ -159,6 +159,11 @@ class Task:
     instruction: str
     build: Callable[[Path, str, str], object]  # (data_dir, suite, task name) -> *Data
     note: str = ""
+    mteb: str = ""  # MTEB's name for the task, where it is not `name`
+
+    @property
+    def mteb_name(self) -> str:
+        return self.mteb or self.name
 
 
 # ---------------------------------------------------------------------------------------------
@@ -369,29 +374,35 @@ TASKS: dict[str, Task] = {t.name: t for t in [
          _retrieval("arguana", "queries_test.jsonl.gz", "corpus_reconstructed.jsonl.gz", ignore_identical_ids=True),
          note="approximate: rebuilt corpus (8,784 docs vs BEIR 8,674; 5 judged docs absent)"),
     Task("Banking77", "classification", "Given a online banking query, find the corresponding intents",
-         _classification(_banking77, samples_per_label=8)),
+         _classification(_banking77, samples_per_label=8), mteb="Banking77Classification"),
     Task("Emotion", "classification",
          "Classify the emotion expressed in the given Twitter message into one of the six emotions: "
          "anger, fear, joy, love, sadness, and surprise",
-         _classification(_emotion, samples_per_label=16), note="test split only (MTEB also scores validation)"),
+         _classification(_emotion, samples_per_label=16), note="test split only (MTEB also scores validation)",
+         mteb="EmotionClassification"),
     Task("TweetSentimentExtraction", "classification",
          "Classify the sentiment of a given tweet as either positive, negative, or neutral",
          _classification(_tweets, samples_per_label=32),
-         note="train pool 27,480 of Kaggle's 27,481 rows (one empty text missing)"),
+         note="train pool 27,480 of Kaggle's 27,481 rows (one empty text missing)",
+         mteb="TweetSentimentExtractionClassification"),
     Task("AmazonCounterfactual", "classification",
          "Classify a given Amazon customer review text as either counterfactual or not-counterfactual",
-         _classification(_amazon_cf, samples_per_label=32), note="en config, test split only"),
+         _classification(_amazon_cf, samples_per_label=32), note="en config, test split only",
+         mteb="AmazonCounterfactualClassification"),
     Task("IMDB", "classification", "Classify the sentiment expressed in the given movie review text from the IMDB dataset",
-         _classification(_imdb, samples_per_label=8), note="full 25,000-review test split, as MTEB v1"),
+         _classification(_imdb, samples_per_label=8), note="full 25,000-review test split, as MTEB v1",
+         mteb="ImdbClassification"),
     Task("TwentyNewsgroups", "clustering", "Identify the topic or theme of the given news articles",
          _clustering(_20ng, n_sets=10, labels_per_set=(20, 20), per_label=(50, 500)),
-         note="sets rebuilt (seeded), not MTEB's exact sets"),
+         note="sets rebuilt (seeded), not MTEB's exact sets", mteb="TwentyNewsgroupsClustering"),
     Task("Reddit", "clustering", "Identify the topic or theme of Reddit posts based on the titles",
          _clustering(_reddit, n_sets=25, labels_per_set=(10, 50), per_label=(100, 1000)),
-         note="sets rebuilt (seeded) from TWEAC reddit test titles, not MTEB's exact sets"),
+         note="sets rebuilt (seeded) from TWEAC reddit test titles, not MTEB's exact sets",
+         mteb="RedditClustering"),
     Task("StackExchange", "clustering", "Identify the topic or theme of StackExchange posts based on the titles",
          _clustering(_stackexchange, n_sets=25, labels_per_set=(10, 50), per_label=(100, 1000)),
-         note="sets rebuilt (seeded) from TWEAC stackexchange test titles, not MTEB's exact sets"),
+         note="sets rebuilt (seeded) from TWEAC stackexchange test titles, not MTEB's exact sets",
+         mteb="StackExchangeClustering"),
 ]}
 
 def list_tasks(include_left_out: bool = False) -> dict[str, dict]:

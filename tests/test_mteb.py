@@ -70,6 +70,7 @@ def test_instructions_follow_eval_tasks():
     assert model.instruction(_Meta("STSBenchmark"), None) == TASKS["STSBenchmark"].instruction
     assert model.instruction(_Meta("SciFact"), mteb.types.PromptType.query) == TASKS["SciFact"].instruction
     assert model.instruction(_Meta("SciFact"), mteb.types.PromptType.document) is None
+    assert model.instruction(_Meta("Banking77Classification"), None) == TASKS["Banking77"].instruction
     assert model.instruction(_Meta("Unknown", {"query": "Find it"}), mteb.types.PromptType.query) == "Find it"
     assert model.instruction(_Meta("Unknown"), None) is None
     assert isinstance(model, mteb.models.EncoderProtocol)

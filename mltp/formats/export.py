@@ -52,10 +52,20 @@ def prompt_prefix(template: str, instruction: str) -> str:
 
 
 def task_prompts(template: str) -> dict[str, str]:
-    """One prompt per evaluation task, named after it (eval.tasks holds the instructions)."""
+    """The prompts keyed as mteb looks them up for a SentenceTransformer: `{MTEB task}-query` for
+    retrieval, whose documents find no prompt and go plain as in eval/, and the MTEB task name for
+    every other task, whose texts all get the instruction (eval.tasks holds the instructions and
+    MTEB's names; mteb.models.abs_encoder.get_prompt_name, the lookup)."""
     import eval.tasks as tasks
 
-    return {name: prompt_prefix(template, task.instruction) for name, task in tasks.TASKS.items()}
+    prompts = {}
+    for task in tasks.TASKS.values():
+        prefix = prompt_prefix(template, task.instruction)
+        if task.family == "retrieval":
+            prompts[f"{task.mteb_name}-query"] = prefix
+        else:
+            prompts[task.mteb_name] = prefix
+    return prompts
 
 
 def decoder_state(model: Decoder) -> dict[str, torch.Tensor]:
