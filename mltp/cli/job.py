@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 import eval as evaluators
+from eval.mteb_results import write_mteb_results
 from mltp import distributed
 from mltp.data import manifest
 from mltp.data.mixture import DEFAULT_SOURCES, SOURCES, build_mixture_with_dropped, mixture_report
@@ -190,6 +191,7 @@ def _run(args: argparse.Namespace, run_dir: Path, log, world) -> dict | None:
         merge_lora(embedder.model)
         log("LoRA adapter merged into the base weights for evaluation")
     t_eval = time.perf_counter()
+    embedder.progress = log  # SciFact runs minutes on two cores: say how far it is
     results = evaluate_run(args, embedder, run_dir, log)
     eval_seconds = time.perf_counter() - t_eval
     record = {
@@ -205,6 +207,7 @@ def _run(args: argparse.Namespace, run_dir: Path, log, world) -> dict | None:
     if nulls:
         record["null_because_not_finite"] = nulls
     atomic_write_text(run_dir / "results.json", json.dumps(record, indent=2, allow_nan=False) + "\n")
+    write_mteb_results(run_dir, record["tasks"], model_name=f"mltp/{record['name']}")  # the same scores, for MTEB's tools
     log(results_table(record))
     log(f"wrote {run_dir / 'results.json'} ({record['seconds']['total'] / 60:.1f} min)")
     return record
