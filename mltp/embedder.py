@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .hygiene.atomic import atomic_write_json
+from .hygiene.progress import Progress
 from .formats.checkpoint import load_model
 from . import packed
 from .lora import LoRAConfig, lora_layers, merge_lora
@@ -43,6 +44,8 @@ class EmbedderConfig:
 
 
 class Embedder(nn.Module):
+    progress = None  # a log function for long encodes (mltp.hygiene.progress); the command line sets it
+
     def __init__(self, model: Decoder, tokenizer: Tokenizer, pooler: Pooler, config: EmbedderConfig):
         super().__init__()
         self.model, self.tokenizer, self.pooler, self.config = model, tokenizer, pooler, config
@@ -97,7 +100,7 @@ class Embedder(nn.Module):
         order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))  # longest first: OOM shows early
         out = None  # (N, width of the pooler's output), allocated at the first batch
         autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and self.model.embed_tokens.weight.dtype == torch.float32)
-        start = 0
+        start, ticker = 0, Progress(self.progress, len(rows), sum(len(r) for r in rows))
         while start < len(order):
             # A batch holds at most batch_size texts and max_tokens padded tokens.
             longest = len(rows[order[start]])
@@ -109,7 +112,8 @@ class Embedder(nn.Module):
             if out is None:
                 out = torch.empty(len(rows), emb.shape[-1], dtype=torch.float32)
             out[torch.tensor(idx)] = emb.float().cpu()
-            start += n
+            start += len(idx)
+            ticker.step(start, sum(len(rows[i]) for i in idx))
         self.train(was_training)
         return out
 

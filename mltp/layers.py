@@ -86,10 +86,10 @@ def _parse_list(text: str, fail) -> list[int]:
 
 
 def describe_layers(spec: str | Sequence[int], num_layers: int) -> str:
-    """The one line every run prints, e.g. `layers middle4 -> 4 of 30 blocks: 14-17`."""
+    """What every run prints after `layers:`, e.g. `middle4 -> 4 of 30 blocks: 14-17`."""
     layers = parse_layers(spec, num_layers)
     shown = spec if isinstance(spec, str) else ",".join(str(i) for i in spec)
-    return f"layers {shown} -> {len(layers)} of {num_layers} blocks: {_compact(layers)}"
+    return f"{shown} -> {len(layers)} of {num_layers} blocks: {_compact(layers)}"
 
 
 def _compact(layers: tuple[int, ...]) -> str:

@@ -81,3 +81,18 @@ def test_model_must_be_a_saved_embedder(fixtures_dir, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         run.main(["encode", "--model", str(fixtures_dir / "tiny"), "--input", str(tmp_path / "t.txt"), "--output", str(tmp_path / "v.npy")])
     assert e.value.code == 2 and "not a saved embedder" in capsys.readouterr().err
+
+
+def test_a_long_encode_reports_progress_and_an_eta(fixtures_dir, monkeypatch):
+    from mltp.hygiene.progress import Progress
+
+    tiny = str(fixtures_dir / "tiny")
+    pooler = build_pooler(PoolerConfig(kind="mean", hidden_size=64, num_layers=6))
+    emb = Embedder(load_model(tiny), load_tokenizer(tiny), pooler, EmbedderConfig(model=tiny))
+    lines = []
+    emb.progress = lines.append
+    monkeypatch.setattr(Progress, "EVERY", 0.0)  # a line after every batch
+    texts = [f"text number {i} " * (1 + i % 5) for i in range(10)]
+    emb.encode(texts, batch_size=4)
+    assert [line.split(" texts")[0] for line in lines] == ["  encoded 4 of 10", "  encoded 8 of 10", "  encoded 10 of 10"]
+    assert lines[-1].endswith("about 0 s left")

@@ -83,8 +83,8 @@ def test_bad_num_layers():
 
 
 def test_describe_layers():
-    assert describe_layers("middle4", 30) == "layers middle4 -> 4 of 30 blocks: 14-17"
-    assert describe_layers("1,3-5,9,10", 30) == "layers 1,3-5,9,10 -> 6 of 30 blocks: 1,3-5,9-10"
-    assert describe_layers([2, 1], 4) == "layers 2,1 -> 2 of 4 blocks: 1-2"
+    assert describe_layers("middle4", 30) == "middle4 -> 4 of 30 blocks: 14-17"
+    assert describe_layers("1,3-5,9,10", 30) == "1,3-5,9,10 -> 6 of 30 blocks: 1,3-5,9-10"
+    assert describe_layers([2, 1], 4) == "2,1 -> 2 of 4 blocks: 1-2"
     with pytest.raises(ValueError):
         describe_layers("last9", 4)

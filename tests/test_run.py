@@ -107,7 +107,7 @@ def test_main_job_writes_a_complete_run_directory(tiny, tmp_path):
         assert task["n_items"] > 0
         assert task["main_score"] == pytest.approx(score_from_items(task["per_item"]), abs=1e-9), name
     log = (out / "log.txt").read_text()
-    assert "layers middle4 -> 4 of 6 blocks: 2-5" in log and "training mixture" in log and "layer weights: OFF" in log
+    assert "layers: middle4 -> 4 of 6 blocks: 2-5" in log and "training mixture" in log and "layer weights: OFF" in log
     assert "separate forwards per step" in log and record["config"]["joint_forward"] is False  # the CPU default
     assert "LoRA adapter merged into the base weights for evaluation" in log
 

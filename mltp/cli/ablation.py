@@ -53,8 +53,9 @@ def run(args: argparse.Namespace) -> None:
     out = Path(args.out or "runs/ablation")
     configs = study_configs(args.attn)
     if args.list:
-        for name, overrides in configs.items():
-            print(f"{name:<22} {overrides}")
+        for name, overrides in configs.items():  # the flags each configuration sets, as typed
+            flags = " ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in overrides.items() if v is not False)
+            print(f"{name:<22} {flags}")
         return
     selected = args.only.split(",") if args.only else list(configs)
     unknown = [n for n in selected if n not in configs]
@@ -84,11 +85,13 @@ def sweep(args: argparse.Namespace, out: Path, configs: dict, selected: list[str
     # resume under new flags any more than a finished one may be skipped under them.
     for _, _, run_dir, one in plan:
         check_before_work(run_dir, one)
-    t0, slowest = time.perf_counter(), 0.0
+    t0, slowest, took = time.perf_counter(), 0.0, []
+    todo = sum(not (run_dir / "results.json").exists() for _, _, run_dir, _ in plan)
     for seed, name, run_dir, one in plan:
         if (run_dir / "results.json").exists():
             print(f"[skip] {name} seed {seed}: finished earlier")
             continue
+        print(f"[run {len(took) + 1} of {todo}] {name} seed {seed}" + sweep_eta(took, todo))
         elapsed = time.perf_counter() - t0
         if args.time_limit and slowest and elapsed + slowest > args.time_limit * 60:
             print(f"[stop] time limit: {elapsed / 60:.1f} of {args.time_limit:g} min used, the slowest run took "
@@ -96,7 +99,16 @@ def sweep(args: argparse.Namespace, out: Path, configs: dict, selected: list[str
             break
         started = time.perf_counter()
         run_one(one, run_dir)
-        slowest = max(slowest, time.perf_counter() - started)
+        took.append(time.perf_counter() - started)
+        slowest = max(slowest, took[-1])
+
+
+def sweep_eta(took: list[float], todo: int) -> str:
+    """', about H h M min left' from the mean of the runs so far; nothing before the first ends."""
+    if not took:
+        return ""
+    left = sum(took) / len(took) * (todo - len(took))
+    return f", about {int(left // 3600)} h {int(left % 3600 // 60)} min left (the mean run so far: {sum(took) / len(took) / 60:.1f} min)"
 
 
 def report(args: argparse.Namespace, out: Path, configs: dict, sweep_seconds: float | None) -> None:

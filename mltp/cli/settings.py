@@ -192,7 +192,7 @@ def check_max_length(args: argparse.Namespace, sources: list[str], log=print) ->
     short = [name for name, n in need.items() if args.max_length < n]
     if short:
         log(f"note: at --max-length {args.max_length} the queries of {', '.join(short)} hold their instruction only "
-            f"(at least {max(need.values())} holds text for every source)")
+            f"(--max-length {max(need.values())} or more leaves text in every source's queries)")
 
 
 def check_data(args: argparse.Namespace, sources: list[str]) -> None:
