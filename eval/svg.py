@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 import math
 
-OKABE_ITO = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
+OKABE_ITO = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000"]  # less its yellow: too pale for a line
 
 
 def document(width: float, height: float, body: list[str], font_size: int = 12) -> str:
