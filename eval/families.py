@@ -49,7 +49,7 @@ def load_registration(folder: Path) -> dict | None:
 
 
 def registration_commit(path: Path) -> tuple[str, str | None]:
-    """("<commit> (<date>)", date) of the commit that last changed the file, or ("uncommitted", None)
+    """(short hash, ISO date) of the commit that last changed the file, or ("uncommitted", None)
     when it has changes since, was never committed, or there is no git to ask."""
     path = Path(path).resolve()
     git = ["git", "-C", str(path.parent)]
@@ -61,12 +61,14 @@ def registration_commit(path: Path) -> tuple[str, str | None]:
     if dirty.stdout.strip() or not log.stdout.strip():
         return "uncommitted", None
     commit, date = log.stdout.split()
-    return f"{commit} ({date})", date
+    return commit, date
 
 
 def commit_words(registration: dict) -> str:
-    """How a report names the registration's commit: "commit <hash> (<date>)" or "uncommitted"."""
-    return "uncommitted" if registration["commit"] == "uncommitted" else f"commit {registration['commit']}"
+    """How a report names the registration's commit: "commit <hash> of <day>" or "uncommitted"."""
+    if registration["commit"] == "uncommitted":
+        return "uncommitted"
+    return f"commit {registration['commit']} of {registration['commit_date'][:10]}"
 
 
 def primary_test(v: dict, registration: dict | None) -> str | None:

@@ -62,7 +62,7 @@ def _primary_lines(verdicts: list[dict], registration: dict) -> list[str]:
 def headline(verdicts: list[dict], registration: dict | None, scale: str) -> list[str]:
     """The Headline section's lines (module note)."""
     correction = ("Holm over the primary family, Benjamini-Hochberg over the secondary tests" if registration
-                  else "Holm over every verdict of this report (nothing was registered in advance)")
+                  else "Holm over every verdict of this report, since nothing was registered in advance")
     lines = [f"Scale: {scale}; {_seeds(verdicts)}. Written by fixed rules (eval/headline.py): a verdict word "
              f"appears only where the verdict survives its correction ({correction}); otherwise the cell says "
              f"\"nominal\" or \"undecided\". Effects are first minus second, with 95% intervals.", ""]

@@ -222,9 +222,10 @@ def _verdict_tables(verdicts: list[dict], registration: dict | None, families_ma
         missing = [f"{t['question']} ({t['a']} vs {t['b']})" for t in registration["primary"]["tests"]
                    if not any((v["a"], v["b"]) == (t["a"], t["b"]) for v in primary)]
         md += ["## Primary verdicts", "",
-               f"Registered in `{Path(registration['path']).name}` ({commit_words(registration)}): "
-               f"{registration.get('what', '')} p: the registered test's p-value, Holm-adjusted over the "
-               f"{sizes.get('primary (Holm)', 0)} primary tests made in brackets.", "",
+               f"Registered in `{Path(registration['path']).name}`, {commit_words(registration)}: "
+               f"{registration.get('what', '')} p: the registered test's p-value, "
+               + (f"Holm-adjusted over the {sizes['primary (Holm)']} primary tests made in brackets." if sizes.get("primary (Holm)")
+                  else "none made here (one seed: no interval, so no test)."), "",
                common[0] + "test | p (Holm) | other test's p (BH) | verdict |", common[1] + "---|---|---|---|"]
         md += [_verdict_row(v, True) for v in primary]
         md += ([f"", f"Registered but not measured in this folder: {'; '.join(missing)}."] if missing else [])

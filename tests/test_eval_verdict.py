@@ -126,8 +126,7 @@ def test_registration_is_read_checked_and_its_commit_named(tmp_path):
     subprocess.run(git + ["add", "registration.json"], check=True)
     subprocess.run(git + ["commit", "-qm", "registration"], check=True)
     commit, date = registration_commit(tmp_path / "registration.json")
-    assert date and commit.startswith(subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True,
-                                                     text=True).stdout.strip())
+    assert date and subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True).stdout.startswith(commit)
     (tmp_path / "registration.json").write_text(json.dumps(REGISTRATION | {"what": "changed"}))
     assert registration_commit(tmp_path / "registration.json") == ("uncommitted", None)  # changed since
     (tmp_path / "registration.json").write_text(json.dumps(REGISTRATION | {"margin": 0.02}))

@@ -156,13 +156,16 @@ def run_ablation(args: argparse.Namespace) -> None:
     variants, intervened = intervention_runs(out, runs)
     runs.update(variants)
     comparisons += intervened
-    paths = write_report(
-        runs, out, comparisons=comparisons,
-        title=f"MLTP ablation study ({args.attn} ablations)",
-        # Every command that produced a run in this directory (sessions may differ), in order seen.
-        commands=list(dict.fromkeys(same_out(r["command"], out) for rs in runs.values() for r in rs if r.get("command"))),
-        sweep_seconds=None if args.report_only else time.perf_counter() - t0,
-    )
+    try:  # an unreadable registration.json is the one report error a user can reach
+        paths = write_report(
+            runs, out, comparisons=comparisons,
+            title=f"MLTP ablation study ({args.attn} ablations)",
+            # Every command that produced a run in this directory (sessions may differ), in order seen.
+            commands=list(dict.fromkeys(same_out(r["command"], out) for rs in runs.values() for r in rs if r.get("command"))),
+            sweep_seconds=None if args.report_only else time.perf_counter() - t0,
+        )
+    except ValueError as e:
+        fail(f"report not written: {e}")
     print(f"report: {paths['markdown']}")
 
 
