@@ -19,7 +19,7 @@ import subprocess
 from pathlib import Path
 
 from .stats import benjamini_hochberg, holm
-from .verdict import ALPHA, EQUIVALENCE_MARGIN, corrected, testable
+from .verdict import ALPHA, EQUIVALENCE_MARGIN, corrected, provisional, testable
 
 REGISTRATION = "registration.json"
 TESTS = {"equivalence": "p_tost", "difference": "p_value"}  # registered test -> the record's p
@@ -103,4 +103,5 @@ def adjust(verdicts: list[dict], registration: dict | None) -> list[dict]:
                              f"secondary {test} tests (Benjamini-Hochberg)") for test in TESTS]
     for v in verdicts:
         v["verdict_corrected"] = corrected(v, (v["primary_test"],) if v["primary_test"] else tuple(TESTS))
+        v["provisional"] = provisional(v)
     return families

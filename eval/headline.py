@@ -8,7 +8,8 @@ Rules:
 2. A verdict that holds before correction only is written "nominal: inside the margin" or
    "nominal: excludes 0"; anything else "undecided", with the reason where it is one seed or too
    few items.
-3. Every effect is printed with its 95% interval (a pilot's items-only interval, so marked).
+3. Every effect is printed with its 95% interval (a pilot's items-only interval, so marked); a
+   surviving verdict that eval.verdict.provisional flags says "(provisional)".
 4. Order: the registered primary tests as registered; then the secondary (or, unregistered, all)
    comparisons with a verdict that survives, in the report's order; then one line naming the
    comparisons whose verdicts are nominal only, and how many are undecided. A report whose
@@ -24,7 +25,7 @@ SURVIVING = ("equivalent", "different")
 
 def _cell(v: dict) -> str:
     word = v["verdict_corrected"]
-    shown = f"*{word}*" if word in SURVIVING else word
+    shown = (f"*{word}*" + (" (provisional)" if v.get("provisional") else "")) if word in SURVIVING else word
     if v.get("ci95"):
         interval = f"[{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}]"
     else:

@@ -178,7 +178,8 @@ def reading(v: dict, chance: float | None = None) -> str:
                 + (f", items-only 95% CI {_ci(ci)}" if ci else "") + f"; one seed ({v['seeds'][0]}): a pilot.")
     ahead = sum(e > 0 for e in v["per_seed"])
     role = {"primary": f"primary, {v.get('primary_test')} test", "secondary": "secondary"}.get(v.get("role"), "")
-    text = (f"{head}: **{v['verdict_corrected']}**" + (f" ({role})" if role else "") + f"; before correction "
+    word = v["verdict_corrected"] + (" (provisional: a tail p at fewer than 8 seeds)" if v.get("provisional") else "")
+    text = (f"{head}: **{word}**" + (f" ({role})" if role else "") + f"; before correction "
             f"{v['verdict']} ({v['why']}); effect {v['effect']:+.4f}, 95% CI {_ci(v['ci95'])}, 90% CI "
             f"{_ci(v['ci90'])}, {v['df']:.1f} df, margin +/-{v['margin']:g}; {n} seeds "
             f"({', '.join(map(str, v['seeds']))}), {v['a']} ahead at {ahead} of {n}")
@@ -208,7 +209,8 @@ def _verdict_row(v: dict, primary: bool) -> str:
             tests = [v["primary_test"], _p(v[key], v[key + "_adj"]), _p(v[other], v[other + "_adj"])]
         else:
             tests = [_p(v["p_value"], v["p_value_adj"]), _p(v["p_tost"], v["p_tost_adj"])]
-        cells = [f"{v['effect']:+.4f}", _ci(v["ci95"]), _ci(v["ci90"]), f"{v['df']:.1f}"] + tests + [v["verdict_corrected"]]
+        word = v["verdict_corrected"] + (" (provisional)" if v.get("provisional") else "")
+        cells = [f"{v['effect']:+.4f}", _ci(v["ci95"]), _ci(v["ci90"]), f"{v['df']:.1f}"] + tests + [word]
     return f"| {v['comparison']} ({v['a']} vs {v['b']}) | {v['family']} | {seeds} | " + " | ".join(cells) + " |"
 
 
@@ -287,7 +289,9 @@ def _header(ctx: dict, runs: dict[str, list[dict]], registration: dict | None) -
             f"interval and no verdict. Verdict: **equivalent** if the 90% CI lies inside +/-{EQUIVALENCE_MARGIN:g} "
             f"(TOST at {ALPHA}; the margin is fixed in eval/verdict.py), **different** if the 95% CI excludes 0, "
             "each only where its adjusted p is below 0.05; a verdict that holds only before adjustment reads "
-            "\"nominal\"; a family with a dataset of 5 items or fewer stays undecided.", ""]
+            "\"nominal\"; a family with a dataset of 5 items or fewer stays undecided. At fewer than 8 seeds a "
+            "surviving verdict whose adjusted p, 20 times larger, would reach 0.05 is marked provisional: there the t "
+            "reference makes p-values below 0.001 too small (results/crossed-coverage.md).", ""]
 
 
 def _score_tables(ctx: dict, runs: dict[str, list[dict]], chance: dict) -> list[str]:

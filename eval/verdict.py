@@ -21,7 +21,10 @@ this order (`decide`, the nominal verdict):
 5. otherwise "undecided at this precision": the data allow both a gap beyond the margin and none.
 `corrected` then words the verdict after the multiple-comparison adjustment (eval/families.py):
 "equivalent" or "different" only where the adjusted p is below ALPHA; a verdict that holds only
-before adjustment is "nominal" and says which way; the rest stays undecided.
+before adjustment is "nominal" and says which way; the rest stays undecided. `provisional` marks a
+surviving verdict made at fewer than 8 seeds whose adjusted p, 20 times larger, would reach ALPHA:
+at 3 seeds the t reference makes p-values below 0.001 too small, by up to about 13 times where the
+seed term carries the variance (results/crossed-coverage.md); at 8 seeds it does not.
 """
 from __future__ import annotations
 
@@ -61,6 +64,15 @@ def decide(fx: dict, margin: float = EQUIVALENCE_MARGIN) -> dict:
 def testable(verdict: str) -> bool:
     """Whether a verdict's p-values enter a multiple-comparison family (rules 1-2 decide before any p)."""
     return verdict is not None and verdict not in (ONE_SEED, TOO_FEW)
+
+
+TAIL_SEEDS, TAIL_FACTOR = 8, 20
+
+
+def provisional(v: dict) -> bool:
+    """Whether a verdict that survives its correction rests on a tail p the t reference overstates (module note)."""
+    key = {"equivalent": "p_tost_adj", "different": "p_value_adj"}.get(v.get("verdict_corrected"))
+    return bool(key) and v["n_seeds"] < TAIL_SEEDS and TAIL_FACTOR * v[key] >= ALPHA
 
 
 def corrected(v: dict, tests: tuple[str, ...] = ("equivalence", "difference")) -> str:

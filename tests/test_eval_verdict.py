@@ -73,7 +73,7 @@ def test_verdict_rules():
 
 
 def _record(a, b, family, verdict, p_value, p_tost, excludes_zero=False):
-    return {"comparison": f"{a} vs {b}", "a": a, "b": b, "family": family, "verdict": verdict,
+    return {"comparison": f"{a} vs {b}", "a": a, "b": b, "family": family, "verdict": verdict, "n_seeds": 3,
             "p_value": p_value, "p_tost": p_tost, "excludes_zero": excludes_zero}
 
 
@@ -104,6 +104,7 @@ def test_families_with_and_without_a_registration():
     assert made["primary (Holm)"] == 3  # A-B sts, A-B retrieval, C-D sts; C-D clustering is not a registered family
     by = {(v["a"], v["family"]): v for v in registered}
     assert by[("A", "sts")]["p_tost_adj"] == pytest.approx(0.012) and by[("A", "sts")]["verdict_corrected"] == "equivalent"
+    assert by[("A", "sts")]["provisional"]  # 3 seeds, and 20 x 0.012 would not survive
     assert by[("A", "retrieval")]["p_tost_adj"] == pytest.approx(0.02)  # Holm: max(0.01 x 2, 0.02 x 1)
     assert by[("C", "sts")]["p_value_adj"] == pytest.approx(0.02) and by[("C", "sts")]["role"] == "primary"
     # C-D clustering is secondary: its difference p with E-F sts' and A-B's (their other test), BH over 4
@@ -114,6 +115,14 @@ def test_families_with_and_without_a_registration():
     made = {f["name"]: f["tests"] for f in adjust(unregistered, None)}
     assert list(made.values()) == [5, 5] and {v["role"] for v in unregistered} == {"one family"}
     assert unregistered[3]["p_value_adj"] == pytest.approx(0.005)  # Holm over 5: 0.001 x 5
+    assert unregistered[3]["provisional"] is True  # 20 x 0.005 = 0.1: not below alpha
+
+
+def test_provisional_only_below_8_seeds_and_only_what_a_twentyfold_p_would_undo():
+    from eval.verdict import provisional
+    v = {"verdict_corrected": "different", "p_value_adj": 0.002, "n_seeds": 3}
+    assert not provisional(v) and provisional(v | {"p_value_adj": 0.02}) and not provisional(v | {"p_value_adj": 0.02, "n_seeds": 8})
+    assert not provisional({"verdict_corrected": "nominal: excludes 0", "n_seeds": 3})
 
 
 def test_registration_is_read_checked_and_its_commit_named(tmp_path):

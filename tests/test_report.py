@@ -174,6 +174,9 @@ def test_headline_words_only_what_survives_its_correction(report):
                 assert (comparison, family) in surviving, cell
     assert "**good vs noisy** (good vs noisy): sts *different*" in head
     assert "Undecided: " in head
+    flagged = [v for v in rep["verdicts"] if v["provisional"]]
+    assert all(v["n_seeds"] < 8 for v in flagged) and ("(provisional)" in head) == any(
+        v["role"] != "primary" for v in flagged)
 
 
 def test_clustering_chance_levels(report, data_dir):
