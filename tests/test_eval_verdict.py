@@ -1,6 +1,7 @@
 """eval/verdict.py, eval/families.py, eval/tdist.py and the Benjamini-Hochberg adjustment: the rules,
 the corrections, and the arithmetic against scipy and statsmodels (scripts/fixtures/stats_reference.py)."""
 import json
+import shutil
 import subprocess
 
 import numpy as np
@@ -130,6 +131,8 @@ def test_registration_is_read_checked_and_its_commit_named(tmp_path):
     (tmp_path / "registration.json").write_text(json.dumps(REGISTRATION))
     reg = load_registration(tmp_path)
     assert reg["commit"] == "uncommitted" and reg["families"] == ["sts", "retrieval"]  # not in a git repository
+    if shutil.which("git") is None:
+        pytest.skip("git not found: the commit lookup needs it")
     git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run(git[:3] + ["init", "-q"], check=True)
     subprocess.run(git + ["add", "registration.json"], check=True)
