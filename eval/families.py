@@ -22,11 +22,15 @@ from .stats import benjamini_hochberg, holm
 from .verdict import ALPHA, EQUIVALENCE_MARGIN, corrected, provisional, testable
 
 REGISTRATION = "registration.json"
+
+
+class RegistrationError(ValueError):
+    """A registration.json the report cannot read or that contradicts eval/verdict.py: one line, naming the file."""
 TESTS = {"equivalence": "p_tost", "difference": "p_value"}  # registered test -> the record's p
 
 
 def load_registration(folder: Path) -> dict | None:
-    """The folder's registration, checked, or None; ValueError in one line when it is unusable."""
+    """The folder's registration, checked, or None; RegistrationError in one line when it is unusable."""
     path = Path(folder) / REGISTRATION
     if not path.exists():
         return None
@@ -37,12 +41,12 @@ def load_registration(folder: Path) -> dict | None:
         margin, alpha = reg["margin"], reg["alpha"]
         families = list(reg["families"])
     except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise ValueError(f"{path}: not a registration this report can read ({type(e).__name__}: {e})") from None
+        raise RegistrationError(f"{path}: not a registration this report can read ({type(e).__name__}: {e})") from None
     if bad or reg["primary"].get("correction") != "holm" or reg["secondary"].get("correction") != "benjamini-hochberg":
-        raise ValueError(f"{path}: the primary tests must each name a, b and a test of {sorted(TESTS)}, with "
+        raise RegistrationError(f"{path}: the primary tests must each name a, b and a test of {sorted(TESTS)}, with "
                          f"holm for the primary family and benjamini-hochberg for the secondary")
     if margin != EQUIVALENCE_MARGIN or alpha != ALPHA:
-        raise ValueError(f"{path}: registered margin {margin} and alpha {alpha}, but eval/verdict.py fixes "
+        raise RegistrationError(f"{path}: registered margin {margin} and alpha {alpha}, but eval/verdict.py fixes "
                          f"{EQUIVALENCE_MARGIN} and {ALPHA}")
     commit, date = registration_commit(path)
     return reg | {"families": families, "path": str(path), "commit": commit, "commit_date": date}

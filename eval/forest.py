@@ -83,6 +83,8 @@ def _axis_limit(rows: dict[str, dict], family: str, margin: float) -> float:
 def forest_chart(verdicts: list[dict], families: list[str], title_text: str, margin: float, subtitle: str = "") -> str:
     """The SVG text of the chart (module note)."""
     groups = _groups(verdicts)
+    if not groups:  # a folder with one configuration compares nothing
+        return document(640, 60, [text(320, 34, f"{title_text}: no comparison to draw", "middle", font_size=14)])
     labels = [(label + (" (primary)" if any(v.get("role") == "primary" for v in fams.values()) else ""))
               for rows in groups.values() for label, fams in rows.items()]
     left = 16 + min(470, max(240, 6.7 * max(len(s) for s in labels)))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from eval.crossed import crossed_effect
-from eval.families import adjust, load_registration, registration_commit
+from eval.families import RegistrationError, adjust, load_registration, registration_commit
 from eval.stats import benjamini_hochberg
 from eval.tdist import t_cdf, t_quantile, t_sf
 from eval.verdict import EQUIVALENCE_MARGIN, NOMINAL_APART, NOMINAL_INSIDE, ONE_SEED, TOO_FEW, corrected, decide
@@ -142,5 +142,5 @@ def test_registration_is_read_checked_and_its_commit_named(tmp_path):
     (tmp_path / "registration.json").write_text(json.dumps(REGISTRATION | {"what": "changed"}))
     assert registration_commit(tmp_path / "registration.json") == ("uncommitted", None)  # changed since
     (tmp_path / "registration.json").write_text(json.dumps(REGISTRATION | {"margin": 0.02}))
-    with pytest.raises(ValueError, match="margin 0.02"):
+    with pytest.raises(RegistrationError, match="margin 0.02"):
         load_registration(tmp_path)

@@ -241,6 +241,13 @@ def test_one_seed_is_a_pilot_and_decides_nothing(tmp_path):
     assert "*different*" not in head and "*equivalent*" not in head and "items only [" in head
 
 
+def test_a_folder_with_one_configuration_still_gets_its_report(tmp_path):
+    runs = {"good": [synthetic_run(s, 0.5) for s in range(2)]}
+    write_report(runs, tmp_path, comparisons=[], title="t", commands=["c"], histories={})
+    assert "no comparison to draw" in (tmp_path / "chart.svg").read_text()
+    assert "| good | 2 |" in (tmp_path / "report.md").read_text()
+
+
 def test_p_formatting_never_passes_a_floor_off_as_evidence():
     assert _fmt_p(0.5, 0.5, 2, "sets") == "cannot reject with 2 sets"
     assert _fmt_p(2 / 256, 2 / 256, 8, "datasets") == "0.0078 (at its floor)"

@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+from eval.families import RegistrationError
 from eval.interventions import intervention_runs
 from eval.report import write_report
 
@@ -156,7 +157,7 @@ def run_ablation(args: argparse.Namespace) -> None:
     variants, intervened = intervention_runs(out, runs)
     runs.update(variants)
     comparisons += intervened
-    try:  # an unreadable registration.json is the one report error a user can reach
+    try:  # an unreadable registration.json: the one report error a user can reach
         paths = write_report(
             runs, out, comparisons=comparisons,
             title=f"MLTP ablation study ({args.attn} ablations)",
@@ -164,7 +165,7 @@ def run_ablation(args: argparse.Namespace) -> None:
             commands=list(dict.fromkeys(same_out(r["command"], out) for rs in runs.values() for r in rs if r.get("command"))),
             sweep_seconds=None if args.report_only else time.perf_counter() - t0,
         )
-    except ValueError as e:
+    except RegistrationError as e:
         fail(f"report not written: {e}")
     print(f"report: {paths['markdown']}")
 
