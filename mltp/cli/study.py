@@ -6,6 +6,8 @@ import json
 import time
 from pathlib import Path
 
+from eval.families import RegistrationError
+from eval.interventions import intervention_runs
 from eval.report import write_report
 
 from mltp.train import setting_differences
@@ -155,13 +157,16 @@ def run_ablation(args: argparse.Namespace) -> None:
     variants, intervened = intervention_runs(out, runs)
     runs.update(variants)
     comparisons += intervened
-    paths = write_report(
-        runs, out, comparisons=comparisons,
-        title=f"MLTP ablation study ({args.attn} ablations)",
-        # Every command that produced a run in this directory (sessions may differ), in order seen.
-        commands=list(dict.fromkeys(same_out(r["command"], out) for rs in runs.values() for r in rs if r.get("command"))),
-        sweep_seconds=None if args.report_only else time.perf_counter() - t0,
-    )
+    try:  # an unreadable registration.json: the one report error a user can reach
+        paths = write_report(
+            runs, out, comparisons=comparisons,
+            title=f"MLTP ablation study ({args.attn} ablations)",
+            # Every command that produced a run in this directory (sessions may differ), in order seen.
+            commands=list(dict.fromkeys(same_out(r["command"], out) for rs in runs.values() for r in rs if r.get("command"))),
+            sweep_seconds=None if args.report_only else time.perf_counter() - t0,
+        )
+    except RegistrationError as e:
+        fail(f"report not written: {e}")
     print(f"report: {paths['markdown']}")
 
 
@@ -173,31 +178,6 @@ def same_out(command: str, out: Path) -> str:
         if w == "--out" and Path(words[i + 1]).name == out.name and Path(words[i + 1]) != out:
             words[i + 1] = str(out)
     return " ".join(words)
-
-
-INTERVENTIONS = {"zero": "W set to zero", "shuffled": "W's rows shuffled", "other-seed": "W from another seed"}
-
-
-def intervention_runs(out: Path, runs: dict[str, list[dict]]) -> tuple[dict[str, list[dict]], list[tuple[str, str, str]]]:
-    """`run.py intervene`'s variants as pseudo-configurations, `<name> [<variant>]`, one record per
-    seed in results.json's shape, and the comparisons of each trained run with them."""
-    variants: dict[str, list[dict]] = {}
-    for name, records in runs.items():
-        for record in records:
-            path = out / name / f"seed-{record['config']['seed']}" / "interventions.json"
-            if not path.exists():
-                continue
-            found = json.loads(path.read_text())["variants"]
-            others = sorted(v for v in found if v.startswith("seed-"))
-            pick = {"zero": "zero", "shuffled": "shuffled", "other-seed": others[0] if others else None}
-            for variant, key in pick.items():
-                if key in found:
-                    variants.setdefault(f"{name} [{variant}]", []).append(
-                        {**record, "name": f"{record['name']} [{variant}]", "intervention": key,
-                         "tasks": found[key]["tasks"], "family_averages": found[key]["family_averages"]})
-    comparisons = [(f"intervention: {name.split(' [')[0]} trained vs {INTERVENTIONS[name.split(' [')[1][:-1]]}",
-                    name.split(" [")[0], name) for name in variants]
-    return variants, comparisons
 
 
 def run(args: argparse.Namespace) -> None:
