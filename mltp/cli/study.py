@@ -11,6 +11,7 @@ from eval.report import write_report
 from mltp.train import setting_differences
 
 from .identity import run_config, settings_of
+from .intervene import donor_seed
 from .job import check_run_dir, run_one
 from .settings import ROOT, fail, resolve
 
@@ -175,7 +176,17 @@ def same_out(command: str, out: Path) -> str:
     return " ".join(words)
 
 
-INTERVENTIONS = {"zero": "W set to zero", "shuffled": "W's rows shuffled", "other-seed": "W from another seed"}
+INTERVENTIONS = {"zero": "W set to zero", "shuffled": "W's rows shuffled", "reset": "W reset to its initial value",
+                 "other-seed": "W from another seed"}
+
+
+def other_seed_key(found: dict, seed: int) -> str | None:
+    """The variant holding another seed's W: `other-seed`, or in a file written before the donor
+    rotated (one `seed-k` variant per other seed), the one the rotation picks (mltp.cli.intervene)."""
+    if "other-seed" in found:
+        return "other-seed"
+    donor = donor_seed(seed, [int(v.split("-")[1]) for v in found if v.startswith("seed-")] + [seed])
+    return None if donor is None else f"seed-{donor}"
 
 
 def intervention_runs(out: Path, runs: dict[str, list[dict]]) -> tuple[dict[str, list[dict]], list[tuple[str, str, str]]]:
@@ -184,19 +195,19 @@ def intervention_runs(out: Path, runs: dict[str, list[dict]]) -> tuple[dict[str,
     variants: dict[str, list[dict]] = {}
     for name, records in runs.items():
         for record in records:
-            path = out / name / f"seed-{record['config']['seed']}" / "interventions.json"
+            seed = record["config"]["seed"]
+            path = out / name / f"seed-{seed}" / "interventions.json"
             if not path.exists():
                 continue
             found = json.loads(path.read_text())["variants"]
-            others = sorted(v for v in found if v.startswith("seed-"))
-            pick = {"zero": "zero", "shuffled": "shuffled", "other-seed": others[0] if others else None}
+            pick = {v: v for v in INTERVENTIONS if v in found} | {"other-seed": other_seed_key(found, seed)}
             for variant, key in pick.items():
                 if key in found:
                     variants.setdefault(f"{name} [{variant}]", []).append(
                         {**record, "name": f"{record['name']} [{variant}]", "intervention": key,
                          "tasks": found[key]["tasks"], "family_averages": found[key]["family_averages"]})
-    comparisons = [(f"intervention: {name.split(' [')[0]} trained vs {INTERVENTIONS[name.split(' [')[1][:-1]]}",
-                    name.split(" [")[0], name) for name in variants]
+    comparisons = [(f"intervention: {name} trained vs {label}", name, f"{name} [{variant}]")
+                   for name in runs for variant, label in INTERVENTIONS.items() if f"{name} [{variant}]" in variants]
     return variants, comparisons
 
 
