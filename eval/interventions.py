@@ -22,10 +22,15 @@ DESCRIPTIONS = {"zero": "W set to zero", "shuffled": "W's rows shuffled", OTHER_
                 "reset": "W reset to its initial value", "init": "W reset to its initial value"}
 
 
+def next_seed(seed: int, seeds: list[int]) -> int | None:
+    """The seed after `seed` among `seeds`, cyclically (the last one's is the first); None alone."""
+    ring = sorted(set(seeds) | {seed})
+    return ring[(ring.index(seed) + 1) % len(ring)] if len(ring) > 1 else None
+
+
 def donor(seed: int, seeds: list[int], found: list[str]) -> str | None:
     """The "seed-k" variant a run at `seed` is compared with: the next seed run, cyclically, else the lowest found."""
-    ring = sorted(seeds)
-    following = ring[(ring.index(seed) + 1) % len(ring)] if seed in ring and len(ring) > 1 else None
+    following = next_seed(seed, seeds) if seed in seeds else None
     others = sorted((v for v in found if v.startswith("seed-")), key=lambda v: int(v.split("-")[1]))
     if following is not None and f"seed-{following}" in others:
         return f"seed-{following}"
