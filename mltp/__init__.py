@@ -21,7 +21,6 @@ Importing mltp loads none of it: each name below is imported on first use.
 from __future__ import annotations
 
 import importlib
-import sys
 
 # module -> the names it gives the package
 _MODULES = {
@@ -41,8 +40,3 @@ def __getattr__(name: str):
         return getattr(importlib.import_module(f"{__name__}.{_NAMES[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-
-# eval/ still imports these three by the paths they had before hygiene/ and data/ existed; the
-# aliases go when eval/ imports nothing from mltp. All three are standard library only.
-for _old, _new in (("atomic", "hygiene.atomic"), ("textfile", "hygiene.textfile"), ("sources", "data.sources")):
-    sys.modules[f"{__name__}.{_old}"] = importlib.import_module(f"{__name__}.{_new}")

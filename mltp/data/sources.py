@@ -37,7 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ..hygiene.textfile import open_text
+from eval.tasks import STS_INSTRUCTION
+from eval.textio import open_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,8 +384,7 @@ def amazon_counterfactual_pairs(data_dir: Path, rng: random.Random) -> list[Pair
 # the registry. Instructions follow E5-mistral (Wang et al. 2024, Table 13) where the task is
 # one of theirs, and the same "Given X, retrieve Y" form otherwise.
 
-# E5-mistral: one instruction for every STS task; eval/tasks.py evaluates with this same string.
-STS_INSTRUCTION = "Retrieve semantically similar text."
+# E5-mistral: one instruction for every STS task, the string eval/tasks.py owns and evaluates with.
 
 SOURCES: dict[str, Source] = {
     "mrpc": Source(mrpc_pairs, STS_INSTRUCTION, True, ("training/mrpc/msr-para-train.tsv",)),
