@@ -143,7 +143,9 @@ def pooler_config(args: argparse.Namespace, hidden_size: int, num_layers: int) -
         config = PoolerConfig(kind=args.pool, hidden_size=hidden_size, num_layers=num_layers, **values)
     except ValueError as e:
         fail(f"--pool {args.pool}: {flag_names(str(e).removeprefix(f'PoolerConfig(kind={args.pool!r}): '))}")
-    given = {word.split("=")[0] for word in getattr(args, "argv", [])}
+    # Only the train command's flags are for this one pooler; a sweep's are for every configuration
+    # that reads them (the study's eos configurations take no --latents).
+    given = {word.split("=")[0] for word in getattr(args, "argv", [])} if getattr(args, "command", "train") == "train" else set()
     foreign = [flag for flag in POOLER_FLAGS if f"--{flag.replace('_', '-')}" in given
                and POOLER_FLAGS[flag] not in settings_read(config)]
     if foreign:
@@ -173,5 +175,5 @@ def add_intervene_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="the study folder whose trained runs are re-scored (default: runs/ablation)")
     p.add_argument("--only", help="comma-separated configuration names (default: every configuration with W)")
     add_attention(p)
-    add_device(p, compile=False)
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available); each run keeps its own dtype")
     add_data(p)
