@@ -28,7 +28,8 @@ def test_every_w_run_gets_its_variants_and_no_w_run_any(study):
         record = json.loads((study / "M3-mltp" / f"seed-{seed}" / "interventions.json").read_text())
         assert list(record["variants"]) == ["trained", "zero", "shuffled", f"seed-{other}"]
         own = json.loads((study / "M3-mltp" / f"seed-{seed}" / "results.json").read_text())
-        for task, r in record["variants"]["trained"]["tasks"].items():  # the run itself, re-scored
+        # The run itself, re-scored; scores lie in [-1, 1], so an absolute 1e-6 is relative to their range.
+        for task, r in record["variants"]["trained"]["tasks"].items():
             assert r["main_score"] == pytest.approx(own["tasks"][task]["main_score"], abs=1e-6)
             assert r["per_item"]["kind"] == own["tasks"][task]["per_item"]["kind"]
         assert record["variants"]["zero"]["family_averages"] != record["variants"]["trained"]["family_averages"]
@@ -54,9 +55,10 @@ def test_fan_out_is_each_pooler_on_the_same_states(study):
     texts = ["a short text", "a somewhat longer text with more tokens in it", "x"]
     both = fan.encode(texts)  # (N, 2D)
     D = embedder.model.config.hidden_size
-    torch.testing.assert_close(both[:, :D], embedder.encode(texts), atol=1e-6, rtol=0)
+    # Unit vectors: an absolute bound is relative to their norm of 1; 1e-5 is ~80 float32 ulps.
+    torch.testing.assert_close(both[:, :D], embedder.encode(texts), atol=1e-5, rtol=0)
     second = Embedder(embedder.model, embedder.tokenizer, other.pooler, embedder.config).encode(texts)
-    torch.testing.assert_close(both[:, D:], second, atol=1e-6, rtol=0)
+    torch.testing.assert_close(both[:, D:], second, atol=1e-5, rtol=0)
 
 
 def test_derangement_moves_every_row():

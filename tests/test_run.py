@@ -185,7 +185,8 @@ def test_pooler_probe_reports_attention_per_block_and_family(tiny, tmp_path, cap
     for shares in [*record["families"].values(), *(t["shares"] for t in record["tasks"].values())]:
         assert len(shares) == 3 and abs(sum(shares) - 1) < 1e-5 and min(shares) > 0  # a softmax over 3 blocks
     assert len(record["layer_weight_norms"]) == 3 and min(record["layer_weight_norms"]) > 0
-    # The probe re-evaluates the saved embedder: the same scores as the run that trained it.
+    # The probe re-evaluates the saved embedder: the same scores as the run that trained it (scores
+    # lie in [-1, 1], so an absolute 1e-6 is relative to their range).
     for name, task in record["tasks"].items():
         assert abs(task["main_score"] - trained["tasks"][name]["main_score"]) < 1e-6, name
     assert (probe / "pooler_attention.svg").read_text().startswith("<svg")
