@@ -5,7 +5,7 @@ import json
 import pytest
 
 import run
-from mltp.data.mixture import instruction_for, is_symmetric, row_instruction
+from mltp.data.mixture import contamination_key, instruction_for, is_symmetric, row_instruction
 from mltp.data.sources import Pair
 from mltp.data.userdata import check_files, join_user_data, parse_spec, read_rows
 
@@ -81,6 +81,20 @@ def test_decontamination_weights_negatives_and_instructions(tmp_path):
     assert len(half) == 5 and len({p.query for p in half}) == 5
     again, _, _ = join_user_data([], {}, check_files([f"{path}:0.5"]), seed=0, exclude_texts=set())
     assert [p.query for p in again] == [p.query for p in half]  # seeded
+
+
+def test_own_data_is_decontaminated_by_the_built_in_mixtures_key(tmp_path):
+    # An STSBenchmark-like test sentence copied without its period, in capitals, or with other
+    # punctuation is the same text to a model: the key is mltp.data.mixture's, letters and digits.
+    evaluation = "A man is playing a flute."
+    data = rows(6)
+    data[0]["query"] = "A man is playing a flute"  # no period
+    data[1]["positive"] = "A MAN IS PLAYING A FLUTE."
+    data[2]["negatives"] = ["a man, is playing a flute!"]
+    path = write_jsonl(tmp_path / "mine.jsonl", data)
+    out, dropped, _ = join_user_data([], {}, check_files([str(path)]), seed=0, exclude_texts={evaluation})
+    assert dropped == {"file:mine.jsonl": 3} and len(out) == 3
+    assert {contamination_key(t) for p in out for t in (p.query, p.positive)}.isdisjoint({contamination_key(evaluation)})
 
 
 def test_a_file_changed_after_the_check_is_refused(tmp_path):

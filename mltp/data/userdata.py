@@ -23,7 +23,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from .sources import Pair, normalize_text
+from .sources import Pair, contamination_key
 from ..hygiene.textfile import file_sha256
 
 PREFIX = "file:"  # source name of a user file's rows: "file:<name>" (mltp.data.mixture.is_symmetric knows it)
@@ -117,7 +117,7 @@ def user_pairs(file: dict, seed: int, exclude: set[str]) -> tuple[list[Pair], in
     source = PREFIX + path.name
     rng = random.Random(f"{seed}/{source}")
     rows = read_rows(path)
-    kept = [r for r in rows if not any(normalize_text(t) in exclude for t in (r.query, r.positive, *r.negatives))]
+    kept = [r for r in rows if not any(contamination_key(t) in exclude for t in (r.query, r.positive, *r.negatives))]
     pairs = [Pair(r.query, r.positive, rng.choice(r.negatives) if r.negatives else None, source, r.instruction or "")
              for r in kept]
     whole, part = divmod(file["weight"], 1.0)
@@ -128,7 +128,7 @@ def user_pairs(file: dict, seed: int, exclude: set[str]) -> tuple[list[Pair], in
 def join_user_data(rows: list[Pair], dropped: dict[str, int], files: list[dict], seed: int,
                    exclude_texts: set[str]) -> tuple[list[Pair], dict[str, int], list[dict]]:
     """The built-in rows (or none, to replace them) plus every file's, shuffled together."""
-    exclude = {normalize_text(t) for t in exclude_texts}
+    exclude = {contamination_key(t) for t in exclude_texts} - {""}  # the built-in mixture's key (mltp.data.mixture)
     rows, dropped, record = list(rows), dict(dropped), []
     for file in files:
         pairs, n_dropped = user_pairs(file, seed, exclude)
