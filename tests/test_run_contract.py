@@ -1,6 +1,7 @@
 """A run directory is a contract: same settings or an error, a whole record after any kill, valid
 output or an error, verified data, and every input checked before the slow work."""
 import gzip
+import hashlib
 import json
 import os
 import shutil
@@ -16,6 +17,7 @@ from safetensors.torch import load_file, save_file
 import mltp.cli.job as job
 import run
 from eval.files import TASK_FILES
+from eval.manifest import Entry, render_markdown
 from eval.tasks import TASKS
 from mltp.data import manifest
 from mltp.formats.checkpoint import load_model
@@ -362,6 +364,23 @@ def test_data_files_are_checked_against_the_manifest(tmp_path, monkeypatch):
         manifest.verify(data, ["a/big.tsv.gz"], cache=cache)
     with pytest.raises(FileNotFoundError, match=r"a/gone.tsv is missing \(needed; not even listed in"):
         manifest.verify(data, ["a/gone.tsv"], cache=cache)
+
+
+def test_a_fetched_data_folder_is_verified_byte_for_byte(tmp_path):
+    # `run.py data` writes MANIFEST.md with eval.manifest.render_markdown: the pre-run check must
+    # read every entry of it, so that one byte changed in a fetched file is refused.
+    content = b"sentence1\tsentence2\tscore\na\tb\t1.0\n"
+    entry = Entry(file="sts/x/test.tsv", sha256=hashlib.sha256(content).hexdigest(), size=len(content),
+                  derivation="copy", inputs=(), licence="CC0", family="sts", dataset="x", split="test", rows="1")
+    data = tmp_path / "data"
+    (data / "sts" / "x").mkdir(parents=True)
+    (data / "MANIFEST.md").write_text(render_markdown([entry]))
+    (data / "sts" / "x" / "test.tsv").write_bytes(content)
+    assert manifest.read_manifest(data) == {entry.file: manifest.Entry(entry.size, entry.sha256)}
+    assert manifest.verify(data, [entry.file], cache=tmp_path / "verdicts.json") == {entry.file: "sha256 ok"}
+    (data / "sts" / "x" / "test.tsv").write_bytes(content.replace(b"1.0", b"1.5"))
+    with pytest.raises(manifest.DataError, match=r"sts/x/test.tsv: sha256 [0-9a-f]{64}, MANIFEST.md expects"):
+        manifest.verify(data, [entry.file], cache=tmp_path / "verdicts.json")
 
 
 def test_the_file_table_names_every_file_each_task_reads(data_dir, tmp_path):

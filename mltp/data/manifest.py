@@ -37,30 +37,43 @@ class DataError(ValueError):
     """A data file that is not the one MANIFEST.md describes."""
 
 
+SIZE_COLUMNS = ("size (bytes)", "size")  # the hand-written MANIFEST.md's name; `run.py data` once wrote the other
+
+
+def table_rows(text: str):
+    """Every body row of every Markdown table in `text`: (line number, header cells, row cells).
+
+    The one reader of MANIFEST.md tables, for read_manifest below and eval.manifest.parse_markdown;
+    each refuses a row whose cells do not match its header in a table it reads (skipping it would
+    leave its file unverified). A table of notes may hold a `|` inside a cell."""
+    header = None
+    for line_no, line in enumerate(text.splitlines(), 1):
+        if not line.startswith("|"):
+            header = None  # a table ended
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if header is None:
+            header = cells
+        elif not all(c and set(c) <= set("-: ") for c in cells):  # not the |---|---| row
+            yield line_no, header, cells
+
+
 def read_manifest(data_dir: str | os.PathLike) -> dict[str, Entry]:
     """{relative path: Entry} from every MANIFEST.md table that has file, size and sha256 columns."""
     path = Path(data_dir) / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(f"no {MANIFEST} in {data_dir}: not a benchmark data folder")
     entries: dict[str, Entry] = {}
-    columns: dict[str, int] | None = None
-    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.startswith("|"):
-            columns = None  # a table ended
-            continue
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if columns is None:  # a header row
-            columns = {name: i for i, name in enumerate(cells)}
-            continue
-        if set("".join(cells)) <= set("-: "):
-            continue  # the separator row
-        if not {"file", "size (bytes)", "sha256"} <= set(columns) or len(cells) != len(columns):
-            continue
-        try:
-            entry = Entry(int(cells[columns["size (bytes)"]]), cells[columns["sha256"]].lower())
-        except ValueError:
-            raise DataError(f"{path}:{line_no}: size {cells[columns['size (bytes)']]!r} is not a number") from None
-        entries[cells[columns["file"]]] = entry
+    for line_no, header, cells in table_rows(path.read_text(encoding="utf-8")):
+        size_column = next((name for name in SIZE_COLUMNS if name in header), None)
+        if "file" not in header or "sha256" not in header or size_column is None:
+            continue  # a table of notes: its files can only be checked for existence
+        if len(cells) != len(header):
+            raise DataError(f"{path}:{line_no}: {len(cells)} cells, the table's header has {len(header)}")
+        row = dict(zip(header, cells))
+        if not row[size_column].isdigit():
+            raise DataError(f"{path}:{line_no}: size {row[size_column]!r} is not a number")
+        entries[row["file"]] = Entry(int(row[size_column]), row["sha256"].lower())
     return entries
 
 
