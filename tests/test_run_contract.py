@@ -383,6 +383,26 @@ def test_a_fetched_data_folder_is_verified_byte_for_byte(tmp_path):
         manifest.verify(data, [entry.file], cache=tmp_path / "verdicts.json")
 
 
+def test_export_never_writes_over_a_run(fixtures_dir, tmp_path, capsys):
+    # --overwrite replaces an earlier export, never the saved model, its run, or a folder of runs.
+    emb, lora = make_embedder(fixtures_dir)
+    run_dir = tmp_path / "study" / "run"
+    emb.save(run_dir / "final", lora)
+    (run_dir / "train_history.jsonl").write_text("")
+    (tmp_path / "others" / "seed-1" / "checkpoints").mkdir(parents=True)  # a folder of other runs
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    for target, why in ((run_dir / "final", "is the embedder exported"), (run_dir, "holds the embedder exported"),
+                        (run_dir / "final" / "st", "is inside the embedder exported"),
+                        (run_dir / "st", f"is inside the run directory {run_dir}"),
+                        (tmp_path / "study", "holds the embedder exported"),
+                        (tmp_path / "others", f"holds the run directory {tmp_path / 'others' / 'seed-1'}")):
+        with pytest.raises(SystemExit) as e:
+            run.main(["export", str(run_dir / "final"), "--to", str(target), "--overwrite"])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and f"--to {target} {why}" in err, err
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
 def test_the_file_table_names_every_file_each_task_reads(data_dir, tmp_path):
     # Each task built from a folder that holds only its listed files (linked): a file the table
     # forgot is a FileNotFoundError here, not a surprise in a run.
