@@ -22,6 +22,7 @@ from eval.tasks import TASKS
 from mltp.data import manifest
 from mltp.formats.checkpoint import load_model
 from mltp.hygiene.interrupt import TrainingInterrupted
+from mltp.hygiene.runlock import RunLocked, hold
 from mltp.cli.flags import unused_flags
 from mltp.hygiene.identity import SettingsMismatch, check_run_dir
 from mltp.pooling import PoolerConfig
@@ -401,6 +402,32 @@ def test_export_never_writes_over_a_run(fixtures_dir, tmp_path, capsys):
         err = capsys.readouterr().err
         assert e.value.code == 2 and f"--to {target} {why}" in err, err
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_one_writer_per_run_directory(tmp_path, capsys):
+    # A second run given the same --out is refused before it reads or writes there, naming the
+    # first one's process; once that process is gone (killed: its lock file stays), a run goes on.
+    run_dir = tmp_path / "run"
+    code = ("import sys, time; from pathlib import Path; from mltp.hygiene.runlock import hold; "
+            "hold(Path(sys.argv[1])); print('held', flush=True); time.sleep(600)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(run_dir)], stdout=subprocess.PIPE, cwd=ROOT)
+    try:
+        assert holder.stdout.readline().strip() == b"held"
+        with pytest.raises(RunLocked, match=f"{run_dir} is being written by process {holder.pid} on "):
+            hold(run_dir)
+        with pytest.raises(SystemExit) as e:
+            job.writer_lock(run_dir)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and f"error: {run_dir} is being written by process {holder.pid}" in err, err
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (run_dir / ".lock").exists()  # stale: its process is dead, so the kernel released it
+    release = hold(run_dir)
+    with pytest.raises(RunLocked, match=f"process {os.getpid()} on"):
+        hold(run_dir)  # one writer, even within one process
+    release()
+    assert not (run_dir / ".lock").exists()
 
 
 def test_the_file_table_names_every_file_each_task_reads(data_dir, tmp_path):

@@ -26,6 +26,7 @@ from mltp.formats.checkpoint import load_model
 from mltp.hygiene.atomic import atomic_write_json, atomic_write_text, remove_stray_temps
 from mltp.hygiene.identity import SettingsMismatch, check_run_dir
 from mltp.hygiene.interrupt import TrainingInterrupted
+from mltp.hygiene.runlock import RunLocked, hold
 from mltp.hygiene.preflight import safetensors_header
 from mltp.hygiene.strict_json import finite_or_null
 from mltp.layers import describe_layers
@@ -149,6 +150,24 @@ def run_one(args: argparse.Namespace, run_dir: Path) -> dict:
 
     Under torchrun every rank trains; rank 0 alone logs, writes and evaluates (the others return None)."""
     world = distributed.start(args.device)
+    release = writer_lock(run_dir) if world.main else (lambda: None)
+    try:
+        return _run_one(args, run_dir, world)
+    finally:
+        release()
+
+
+def writer_lock(run_dir: Path):
+    """The run directory to this process alone (mltp.hygiene.runlock), before anything there is read."""
+    try:
+        return hold(run_dir)
+    except RunLocked as e:
+        fail(str(e))
+    except OSError as e:
+        fail(f"--out {run_dir}: cannot write there ({e.strerror or e})")
+
+
+def _run_one(args: argparse.Namespace, run_dir: Path, world) -> dict:
     if world.main:
         check_before_work(run_dir, args)
         for folder in (run_dir, run_dir / "final", run_dir / "checkpoints"):
