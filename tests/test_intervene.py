@@ -15,7 +15,7 @@ TINY = ["--steps", "3", "--batch-size", "4", "--max-length", "64", "--suite", "q
 
 
 @pytest.fixture(scope="module")
-def study(fixtures_dir, tmp_path_factory):
+def study(fixtures_dir, data_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("study")
     tiny = str(fixtures_dir / "tiny")
     run.main(["ablation", "--model", tiny, "--only", "M3-mltp,A1-mltp-noW", "--seeds", "2", *TINY, "--out", str(out)])

@@ -105,7 +105,7 @@ def test_a_file_changed_after_the_check_is_refused(tmp_path):
         join_user_data([], {}, files, seed=0, exclude_texts=set())
 
 
-def test_run_replaces_the_mixture_and_records_the_files(fixtures_dir, tmp_path):
+def test_run_replaces_the_mixture_and_records_the_files(fixtures_dir, data_dir, tmp_path):
     path = write_jsonl(tmp_path / "mine.jsonl", rows(12, negatives=["some other text"]))
     out = tmp_path / "run"
     run.main(["--model", str(fixtures_dir / "tiny"), "--steps", "2", "--batch-size", "4", "--max-length", "32",
