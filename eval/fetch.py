@@ -17,11 +17,9 @@ import gzip
 import hashlib
 import http.client
 import io
-import os
 import shutil
 import sys
 import tarfile
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -32,6 +30,7 @@ from typing import Callable
 
 from .derive import DERIVATIONS
 from .manifest import Entry, Upstream, load
+from .textio import atomic_write
 
 RAW = "https://raw.githubusercontent.com"
 MEDIA = "https://media.githubusercontent.com/media"
@@ -231,21 +230,14 @@ def make(entry: Entry, upstreams, data_dir: Path) -> bytes:
 
 
 def write(path: Path, content: bytes) -> None:
-    """Beside the target, then os.replace: the mltp/atomic.py way, restated since eval imports nothing from mltp."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if path.name.endswith(".gz"):
-                with gzip.GzipFile(fileobj=f, mode="wb", mtime=0) as z:  # mtime 0: the same bytes on every machine
-                    z.write(content)
-            else:
-                f.write(content)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Atomically, with eval's own writer (eval/textio.py: eval imports nothing from mltp)."""
+    def body(f) -> None:
+        if path.name.endswith(".gz"):
+            with gzip.GzipFile(fileobj=f, mode="wb", mtime=0) as z:  # mtime 0: the same bytes on every machine
+                z.write(content)
+        else:
+            f.write(content)
+    atomic_write(path, body)
 
 
 def fetch(data_dir: str | Path, entries: list[Entry] | None = None, remote: Remote = Remote(),

@@ -14,7 +14,7 @@ import io
 import json
 from pathlib import Path
 
-from mltp import textfile
+from . import textio
 
 # Where each dataset folder comes from, for the FileNotFoundError message (MANIFEST.md "source").
 SOURCES = {
@@ -66,8 +66,8 @@ def _missing(path: Path) -> FileNotFoundError:
 
 
 def open_text(path: Path) -> io.TextIOBase:
-    """mltp.textfile.open_text (the opener training shares), with this module's missing-file message."""
-    return textfile.open_text(path, missing=_missing)
+    """textio.open_text (the opener training shares), with this module's missing-file message."""
+    return textio.open_text(path, missing=_missing)
 
 
 def _nonempty(rows: list, path: Path) -> list:

@@ -34,6 +34,9 @@ cannot reach 0.05. A Monte Carlo p of 1 / (1 + n_resamples) on 2 items is not ev
 
 `holm`: Holm's step-down adjustment (Holm 1979), as statsmodels' multipletests(method="holm"):
 sort ascending, p_(j) * (m - j + 1) for j = 1..m, running maximum, clipped at 1.
+`benjamini_hochberg`: the false-discovery-rate step-up adjustment (Benjamini & Hochberg 1995), as
+multipletests(method="fdr_bh"): sort ascending, p_(j) * m / j, running minimum from the largest
+down, clipped at 1.
 """
 import math
 
@@ -229,4 +232,17 @@ def holm(p_values) -> list[float]:
         order = idx[np.argsort(p[idx], kind="stable")]  # (m,) ascending p
         stepped = p[order] * (m - np.arange(m))  # p_(j) * (m - j + 1), j 1-based
         out[order] = np.minimum(np.maximum.accumulate(stepped), 1.0)
+    return out.tolist()
+
+
+def benjamini_hochberg(p_values) -> list[float]:
+    """Benjamini-Hochberg-adjusted p-values, in the input order; NaN entries stay NaN and do not count in m."""
+    p = np.asarray(p_values, dtype=np.float64).reshape(-1)
+    out = np.full(len(p), np.nan)
+    idx = np.flatnonzero(~np.isnan(p))
+    m = len(idx)
+    if m:
+        order = idx[np.argsort(p[idx], kind="stable")]  # (m,) ascending p
+        stepped = p[order] * m / np.arange(1, m + 1)  # p_(j) * m / j
+        out[order] = np.minimum(np.minimum.accumulate(stepped[::-1])[::-1], 1.0)
     return out.tolist()

@@ -21,24 +21,17 @@ Importing mltp loads none of it: each name below is imported on first use.
 from __future__ import annotations
 
 import importlib
-import sys
 
-# name -> the module that defines it
-_NAMES = {
-    "load_model": "formats.checkpoint", "resolve_model": "formats.checkpoint",
-    "ModelConfig": "config", "from_hf_config": "config",
-    "Pair": "data.mixture", "build_mixture": "data.mixture", "mixture_report": "data.mixture",
-    "Embedder": "embedder", "EmbedderConfig": "embedder",
-    "convert_gguf": "formats.gguf", "default_model_dir": "formats.gguf",
-    "describe_layers": "layers", "parse_layers": "layers",
-    "LoRAConfig": "lora", "apply_lora": "lora", "merge_lora": "lora",
-    "load_adapter": "formats.peft", "save_adapter": "formats.peft",
-    "info_nce": "loss", "Decoder": "model",
-    "PoolerConfig": "pooling", "build_pooler": "pooling", "count_parameters": "pooling",
-    "load_pooler": "pooling", "save_pooler": "pooling",
-    "Tokenizer": "tokenizer", "load_tokenizer": "tokenizer",
-    "TrainConfig": "train", "train": "train",
+# module -> the names it gives the package
+_MODULES = {
+    "config": ("ModelConfig", "from_hf_config"), "model": ("Decoder",), "tokenizer": ("Tokenizer", "load_tokenizer"),
+    "layers": ("describe_layers", "parse_layers"), "lora": ("LoRAConfig", "apply_lora", "merge_lora"),
+    "pooling": ("PoolerConfig", "build_pooler", "count_parameters", "load_pooler", "save_pooler"),
+    "loss": ("info_nce",), "embedder": ("Embedder", "EmbedderConfig"), "train": ("TrainConfig", "train"),
+    "formats.checkpoint": ("load_model", "resolve_model"), "formats.gguf": ("convert_gguf", "default_model_dir"),
+    "formats.peft": ("load_adapter", "save_adapter"), "data.mixture": ("Pair", "build_mixture", "mixture_report"),
 }
+_NAMES = {name: module for module, names in _MODULES.items() for name in names}
 __all__ = list(_NAMES)
 
 
@@ -47,8 +40,3 @@ def __getattr__(name: str):
         return getattr(importlib.import_module(f"{__name__}.{_NAMES[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-
-# eval/ still imports these three by the paths they had before hygiene/ and data/ existed; the
-# aliases go when eval/ imports nothing from mltp. All three are standard library only.
-for _old, _new in (("atomic", "hygiene.atomic"), ("textfile", "hygiene.textfile"), ("sources", "data.sources")):
-    sys.modules[f"{__name__}.{_old}"] = importlib.import_module(f"{__name__}.{_new}")

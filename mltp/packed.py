@@ -101,15 +101,8 @@ def block_forward(block: Block, x, cos, signed_sin, mask, causal: bool, packing:
     return x + mlp(block.mlp, block.post_attention_layernorm(x), packing)
 
 
-def forward(
-    model: Decoder,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor | None = None,
-    *,
-    causal: bool = True,
-    upto: int | None = None,
-    keep: Collection[int] | None = None,
-) -> tuple[torch.Tensor | None, ...]:
+def forward(model: Decoder, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *, causal: bool = True,
+            upto: int | None = None, keep: Collection[int] | None = None) -> tuple[torch.Tensor | None, ...]:
     """`Decoder.forward`'s states (same arguments, same contract) with zeros at the pad positions."""
     cfg = model.config
     B, T = input_ids.shape

@@ -337,9 +337,10 @@ KINDS: dict[str, Kind] = {
     "layer-mean-norm": Kind(LayerMeanNormPooler, ("layers", "layer_token")),
     "scalar-mix": Kind(ScalarMixPooler, ("layers", "layer_token", "layer_table_lr_mult")),
 }
-"""Adding a pooler setting touches this file and the command line, nothing else. Say the
-cross-attention should drop out at rate p: `attn_dropout: float = 0.0` joins PoolerConfig (with its
-check in __post_init__), CrossAttentionBlock takes it from the poolers that build one, and
+"""Adding a pooler setting touches the poolers (this file; mltp/perceiver.py too when it is the
+cross-attention's) and the command line, nothing else. Say the cross-attention should drop out at
+rate p: `attn_dropout: float = 0.0` joins PoolerConfig (with its check in __post_init__),
+CrossAttentionBlock (perceiver.py) takes it from the poolers that build one, and
 "attn_dropout" joins WIDTHS above (read by trainable and mltp); then one line in
 mltp/cli/flags.py's POOLER_FLAGS, `"attn_dropout": "attn_dropout"`, and its `add_argument` beside the
 other pooler flags. Every run records it (a PoolerConfig field is saved with the pooler, a flag is a

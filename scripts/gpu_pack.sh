@@ -14,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${MLTP_DATA_DIR:-../shared/data}
-GGUF=$(.venv/bin/python -c "from mltp.gguf import packaged_gguf; print(packaged_gguf('smollm2-135m'))")
+GGUF=$(.venv/bin/python -c "from mltp.formats.gguf import packaged_gguf; print(packaged_gguf('smollm2-135m'))")
 rm -rf .gpu && mkdir -p .gpu/a .gpu/b/data .gpu/b/whl .gpu/c/data
 head -c $((60 * 1024 * 1024)) "$GGUF" > .gpu/a/gguf.part1
 tail -c +$((60 * 1024 * 1024 + 1)) "$GGUF" > .gpu/b/gguf.part2

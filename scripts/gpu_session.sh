@@ -59,7 +59,7 @@ a)
     timeout "${BENCH_SECONDS:-200}" $PY bench/bench.py --device "$DEVICE" --modes encode,train,train-joint --steps 10 --warmup 3 ${BENCH_SHAPES:+--shapes "$BENCH_SHAPES"} \
         --out "$S/bench/$gpu" 2>&1 | tee "$S/bench/eager.log"
     if [ "${BENCH_SKIP_PADDING:-on}" != off ]; then
-        # Off by default on a GPU (mltp.fast.skip_padding_by_default) until this measures it:
+        # Off by default on a GPU (mltp.packed.packs_padding) until this measures it:
         # encode at all three shapes with mltp computing only the real tokens.
         log "benchmark, encode, mltp skipping padding"
         timeout "${SKIP_SECONDS:-90}" $PY bench/bench.py --device "$DEVICE" --modes encode --skip-padding on --steps 10 --warmup 3 ${BENCH_SHAPES:+--shapes "$BENCH_SHAPES"} \
@@ -82,7 +82,7 @@ b)
     # Where `--model smollm2-135m` looks first (mltp.formats.gguf.default_model_dir), so run.py finds it.
     PYTHONPATH=$S/site timeout 120 $PY -c "
 import sys
-from mltp.gguf import cache_root, convert_gguf
+from mltp.formats.gguf import cache_root, convert_gguf
 print('converted to', convert_gguf(sys.argv[1], cache_root() / 'models' / 'smollm2-135m'))" "$S/model.gguf" || exit 1
     ls -la "$MLTP_CACHE/models/smollm2-135m"
     ;;

@@ -7,8 +7,10 @@ import torch
 
 import eval as evaluators
 import run
-from mltp.cli.intervene import FanOut, derangement
+from eval.interventions import next_seed
+from mltp.cli.intervene import FanOut, derangement, initial_table
 from mltp.embedder import Embedder
+from mltp.pooling import load_pooler
 
 TINY = ["--steps", "3", "--batch-size", "4", "--max-length", "64", "--suite", "quick", "--device", "cpu",
         "--tasks", "BIOSSES,Banking77", "--latents", "4"]
@@ -26,7 +28,8 @@ def study(fixtures_dir, data_dir, tmp_path_factory):
 def test_every_w_run_gets_its_variants_and_no_w_run_any(study):
     for seed, other in ((0, 1), (1, 0)):
         record = json.loads((study / "M3-mltp" / f"seed-{seed}" / "interventions.json").read_text())
-        assert list(record["variants"]) == ["trained", "zero", "shuffled", f"seed-{other}"]
+        assert list(record["variants"]) == ["trained", "zero", "shuffled", "reset", "other-seed"]
+        assert record["donor_seed"] == other
         own = json.loads((study / "M3-mltp" / f"seed-{seed}" / "results.json").read_text())
         # The run itself, re-scored; scores lie in [-1, 1], so an absolute 1e-6 is relative to their range.
         for task, r in record["variants"]["trained"]["tasks"].items():
@@ -73,3 +76,25 @@ def test_intervene_needs_a_study_directory(tmp_path, capsys):
     with pytest.raises(SystemExit):
         run.main(["intervene", "--out", str(tmp_path / "nowhere")])
     assert "no study directory" in capsys.readouterr().err
+
+
+def test_reset_is_the_w_an_untrained_run_of_that_seed_starts_from(study, fixtures_dir, tmp_path):
+    # The job's own path to an untrained pooler: --eval-only builds it under the seed and saves it.
+    run.main(["--model", str(fixtures_dir / "tiny"), "--pool", "mltp", "--eval-only", *TINY, "--out", str(tmp_path)])
+    untrained = load_pooler(tmp_path / "final").layer_weights
+    run_dir = study / "M3-mltp" / "seed-0"
+    record = json.loads((run_dir / "results.json").read_text())
+    trained = load_pooler(run_dir / "final")
+    torch.testing.assert_close(initial_table(run_dir, trained, record), untrained.detach(), rtol=0, atol=0)
+    assert not torch.equal(trained.layer_weights.detach(), untrained.detach())  # training moved it
+    record["train"]["layer_table"]["norm_start"] *= 1.01  # another draw than the one trained
+    with pytest.raises(ValueError, match="not rebuilt as it was trained"):
+        initial_table(run_dir, trained, record)
+
+
+def test_the_donor_rotates_so_no_seed_donates_twice():
+    seeds = list(range(8))
+    donors = [next_seed(s, seeds) for s in seeds]
+    assert donors == [1, 2, 3, 4, 5, 6, 7, 0] and sorted(donors) == seeds
+    assert [next_seed(s, [0, 2, 5]) for s in (0, 2, 5)] == [2, 5, 0]
+    assert next_seed(3, [3]) is None

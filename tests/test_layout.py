@@ -89,9 +89,7 @@ def test_import_mltp_is_light():
     code = "import sys, json, mltp; print(json.dumps(sorted(m for m in sys.modules if m.startswith(('mltp', 'torch')))))"
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     loaded = json.loads(done.stdout)
-    # eval/ still imports three standard-library-only modules by their old paths (mltp/__init__.py)
-    assert loaded == ["mltp", "mltp.atomic", "mltp.data", "mltp.data.sources", "mltp.hygiene", "mltp.hygiene.atomic",
-                      "mltp.hygiene.textfile", "mltp.sources", "mltp.textfile"], loaded
+    assert loaded == ["mltp"], loaded
     lazy = subprocess.run([sys.executable, "-c", "import mltp; print(mltp.PoolerConfig.__module__)"], cwd=ROOT,
                           capture_output=True, text=True)
     assert lazy.stdout.strip() == "mltp.pooling"

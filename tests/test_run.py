@@ -1,5 +1,8 @@
 """run.py: every flag parses, bad input fails fast, and the whole pipeline writes what it promises."""
+import importlib
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -7,6 +10,9 @@ import pytest
 import run
 from mltp import cli
 from mltp.cli.settings import config_name
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))  # migrate_results
 
 
 def parse(argv):
@@ -157,6 +163,24 @@ def test_sweep_resumes_and_skips_finished_configurations(tiny, data_dir, tmp_pat
     assert "(joint_forward: finished None, asked False;" in capsys.readouterr().err
     record["settings"]["joint_forward"] = False
     finished.write_text(json.dumps(record))
+
+    # A finished run made by an earlier version: no settings record (its settings were read out of
+    # the flags it recorded), and none of the flags added since. Refused, naming the upgrade;
+    # upgraded once by scripts/migrate_results.py, it is skipped as finished again.
+    made_before = {k: v for k, v in record["config"].items() if k not in ("layer_weight_std", "mini_batch", "train_data")}
+    aged = {k: v for k, v in record.items() if k != "settings"} | {"config": made_before}
+    finished.write_text(json.dumps(aged, indent=2) + "\n")
+    (finished.parent / "config.json").write_text(json.dumps(made_before, indent=2) + "\n")
+    with pytest.raises(SystemExit):
+        run.main(argv)
+    assert "holds no settings record" in capsys.readouterr().err
+    migrate = importlib.import_module("migrate_results")
+    assert migrate.migrate(tmp_path, log=lambda m: None) == 2 and migrate.migrate(tmp_path, log=lambda m: None) == 0
+    upgraded = json.loads(finished.read_text())
+    assert upgraded["settings"] == record["settings"] and upgraded["tasks"] == record["tasks"]
+    assert json.loads((finished.parent / "config.json").read_text()) == {"settings": record["settings"], "config": made_before}
+    run.main(argv + ["--no-report"])
+    assert "[skip] M3-mltp seed 0" in capsys.readouterr().out
 
     # A run from another session: other code, another forward mode.
     older = tmp_path / "A1-mltp-noW" / "seed-0" / "results.json"

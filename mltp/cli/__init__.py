@@ -34,7 +34,7 @@ COMMANDS = {
                         "each run as long as `train`, 10 to 30 minutes on two cores; --report-only seconds"),
     "probe": Command("probe", "zero-shot quality of every single block, or where a trained MLTP pooler attends",
                      "the pooler probe over the quick suite took 43 minutes on two cores"),
-    "intervene": Command("intervene", "re-score a study's trained MLTP runs with W zeroed, shuffled, or another seed's",
+    "intervene": Command("intervene", "re-score a study's trained MLTP runs with W zeroed, shuffled, reset, or another seed's",
                          "11 to 21 minutes a run on two cores", "flags:add_intervene_arguments"),
     "export": Command("export", "write a saved embedder as a sentence-transformers directory",
                       "under a minute on two cores for SmolLM2-135M"),

@@ -16,13 +16,15 @@ import json
 import time
 from pathlib import Path
 
+from eval.families import RegistrationError
+from eval.interventions import intervention_runs
 from eval.report import write_report
 
 from . import flags
 from .errors import fail
 from .job import check_before_work, run_one
 from .settings import resolve
-from .study import intervention_runs, study_comparisons, study_configs
+from .study import study_comparisons, study_configs
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -112,13 +114,16 @@ def report(args: argparse.Namespace, out: Path, configs: dict, sweep_seconds: fl
     variants, intervened = intervention_runs(out, runs)
     runs.update(variants)
     comparisons += intervened
-    paths = write_report(
-        runs, out, comparisons=comparisons,
-        title=f"MLTP ablation study ({args.attn} ablations)",
-        # Every command that produced a run in this directory (sessions may differ), in order seen.
-        commands=list(dict.fromkeys(same_out(r["command"], out) for rs in runs.values() for r in rs if r.get("command"))),
-        sweep_seconds=sweep_seconds,
-    )
+    try:  # an unreadable registration.json: the one report error a user can reach
+        paths = write_report(
+            runs, out, comparisons=comparisons,
+            title=f"MLTP ablation study ({args.attn} ablations)",
+            # Every command that produced a run in this directory (sessions may differ), in order seen.
+            commands=list(dict.fromkeys(same_out(r["command"], out) for rs in runs.values() for r in rs if r.get("command"))),
+            sweep_seconds=sweep_seconds,
+        )
+    except RegistrationError as e:
+        fail(f"report not written: {e}")
     print(f"report: {paths['markdown']}")
 
 

@@ -173,5 +173,5 @@ def add_intervene_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="the study folder whose trained runs are re-scored (default: runs/ablation)")
     p.add_argument("--only", help="comma-separated configuration names (default: every configuration with W)")
     add_attention(p)
-    add_device(p, compile=False)
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available); each run keeps its own dtype")
     add_data(p)

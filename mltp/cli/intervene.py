@@ -5,7 +5,11 @@ scored with its W replaced:
     zero       W = 0: the pooler sees the bare per-block vectors (what A1-noW sees, but with heads
                trained beside a W);
     shuffled   W's rows permuted (a fixed derangement): every block gets another block's row;
-    seed-k     W taken from the same configuration's run at seed k (when it exists).
+    reset      W back at the value the run's seed drew before training: what training taught W,
+               taken away without the shock of a table the heads never saw (a zeroed dose of
+               std 8 is far from anything the heads trained on);
+    other-seed W of the same configuration's run at the next seed (the donor rotates: seed s takes
+               the next seed that has weights, the last one the first), so no run donates twice.
 Each variant is scored on the same items as the trained run, so the paired difference is W's
 effect on that very model. The decoder runs once per text: every variant's pooler reads the same
 hidden states (`FanOut`). Results: `<run>/interventions.json`, one record per variant in
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +28,10 @@ import torch
 from torch import nn
 
 import eval as evaluators
-from mltp.hygiene.atomic import atomic_write_json
+from eval.interventions import next_seed
 from mltp.embedder import Embedder
-from mltp.pooling import WEIGHTS_FILE
+from mltp.hygiene.atomic import atomic_write_json
+from mltp.pooling import WEIGHTS_FILE, build_pooler
 
 from .job import environment
 from .settings import fail, resolve
@@ -82,23 +88,41 @@ def derangement(n: int, seed: int) -> list[int]:
             return order.tolist()
 
 
-def variants_of(run_dir: Path, siblings: dict[int, Path]) -> dict[str, torch.Tensor | None]:
-    """name -> the W to put in (None: the run's own). `siblings`: seed -> the same configuration's run."""
+def initial_table(run_dir: Path, pooler: nn.Module, record: dict) -> torch.Tensor:
+    """W as the run's seed drew it: the pooler rebuilt under that seed, as the job builds it (the
+    decoder is built on the meta device first and draws nothing), checked against the norm that
+    training recorded at its start (results.json train.layer_table.norm_start)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(record["config"]["seed"])
+        W = build_pooler(pooler.config).layer_weights.detach()  # (S, D)
+    recorded = ((record.get("train") or {}).get("layer_table") or {}).get("norm_start")
+    drawn = float(W.double().norm())
+    # fp32 draws, summed in fp64 both times: agreement to 1e-6 relative or a different draw.
+    if recorded is None or not math.isclose(drawn, recorded, rel_tol=1e-6):
+        raise ValueError(f"{run_dir}: the seed's initial W has norm {drawn:.6f}, training recorded "
+                         f"{recorded}: the pooler is not rebuilt as it was trained")
+    return W
+
+
+def variants_of(run_dir: Path, pooler: nn.Module, record: dict, siblings: dict[int, Path]) -> tuple[dict, int | None]:
+    """name -> the W to put in (None: the run's own), and the donor seed of `other-seed`.
+    `siblings`: seed -> the same configuration's run."""
     from safetensors.torch import load_file
 
     W = load_file(str(run_dir / "final" / WEIGHTS_FILE))["layer_weights"]  # (S, D)
-    out = {"trained": None, "zero": torch.zeros_like(W), "shuffled": W[derangement(len(W), 0)]}
-    for seed, other in sorted(siblings.items()):
-        path = other / "final" / WEIGHTS_FILE
-        if other != run_dir and path.exists():
-            out[f"seed-{seed}"] = load_file(str(path))["layer_weights"]
-    return out
+    out = {"trained": None, "zero": torch.zeros_like(W), "shuffled": W[derangement(len(W), 0)],
+           "reset": initial_table(run_dir, pooler, record)}
+    with_weights = [s for s, d in siblings.items() if (d / "final" / WEIGHTS_FILE).exists()]
+    donor = next_seed(record["config"]["seed"], with_weights)
+    if donor is not None:
+        out["other-seed"] = load_file(str(siblings[donor] / "final" / WEIGHTS_FILE))["layer_weights"]
+    return out, donor
 
 
 def intervene(run_dir: Path, siblings: dict[int, Path], *, device: str, data_dir: str, log=print) -> dict:
     record = json.loads((run_dir / "results.json").read_text())
     embedder = Embedder.load(run_dir / "final", device=device, dtype=getattr(torch, record["config"]["dtype"]))
-    tables = variants_of(run_dir, siblings)
+    tables, donor = variants_of(run_dir, embedder.pooler, record, siblings)
     poolers = []
     for name, W in tables.items():
         pooler = copy.deepcopy(embedder.pooler)
@@ -109,7 +133,7 @@ def intervene(run_dir: Path, siblings: dict[int, Path], *, device: str, data_dir
     fan = Embedder(embedder.model, embedder.tokenizer, FanOut(poolers), embedder.config).eval()
     cached = Cached(fan, embedder.model.config.hidden_size)
     suite, tasks = record["config"]["suite"], record["config"].get("tasks")
-    out = {"run": str(run_dir), "variants": {}, "environment": environment(device)}
+    out = {"run": str(run_dir), "donor_seed": donor, "variants": {}, "environment": environment(device)}
     for k, name in enumerate(tables):
         results = evaluators.evaluate(cached.view(k), tasks=tasks.split(",") if tasks else suite, data_dir=data_dir,
                                       log=lambda m: None, suite=suite)

@@ -1,9 +1,6 @@
-"""The study: its configurations, the comparisons its report makes, and `run.py intervene`'s
-variants as pseudo-configurations of that report. The sweep that runs them: mltp/cli/ablation.py."""
+"""The study: its configurations and the comparisons its report makes. The sweep that runs them:
+mltp/cli/ablation.py; `run.py intervene`'s variants join the report by eval/interventions.py."""
 from __future__ import annotations
-
-import json
-from pathlib import Path
 
 
 # name -> overrides of the main job's flags. Ablations are run on the causal MLTP (M3), the
@@ -69,28 +66,3 @@ def study_comparisons(reference: str) -> list[tuple[str, str, str]]:
         ("M5 apart, per-block token: mean vs EOS (causal)", "A3-mltp-mean", "M3-mltp"),
         ("M5 apart, attention: bidirectional vs causal (mean)", "M5-mltp-bi", "A3-mltp-mean"),
     ]
-
-
-INTERVENTIONS = {"zero": "W set to zero", "shuffled": "W's rows shuffled", "other-seed": "W from another seed"}
-
-
-def intervention_runs(out: Path, runs: dict[str, list[dict]]) -> tuple[dict[str, list[dict]], list[tuple[str, str, str]]]:
-    """`run.py intervene`'s variants as pseudo-configurations, `<name> [<variant>]`, one record per
-    seed in results.json's shape, and the comparisons of each trained run with them."""
-    variants: dict[str, list[dict]] = {}
-    for name, records in runs.items():
-        for record in records:
-            path = out / name / f"seed-{record['config']['seed']}" / "interventions.json"
-            if not path.exists():
-                continue
-            found = json.loads(path.read_text())["variants"]
-            others = sorted(v for v in found if v.startswith("seed-"))
-            pick = {"zero": "zero", "shuffled": "shuffled", "other-seed": others[0] if others else None}
-            for variant, key in pick.items():
-                if key in found:
-                    variants.setdefault(f"{name} [{variant}]", []).append(
-                        {**record, "name": f"{record['name']} [{variant}]", "intervention": key,
-                         "tasks": found[key]["tasks"], "family_averages": found[key]["family_averages"]})
-    comparisons = [(f"intervention: {name.split(' [')[0]} trained vs {INTERVENTIONS[name.split(' [')[1][:-1]]}",
-                    name.split(" [")[0], name) for name in variants]
-    return variants, comparisons

@@ -37,7 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ..hygiene.textfile import open_text
+from eval.tasks import STS_INSTRUCTION
+from eval.textio import open_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,24 +141,23 @@ def _sts_label(score: float) -> bool | None:
     return True if score >= STS_POSITIVE else False if score <= STS_NEGATIVE else None
 
 
+def _sts_file_pairs(path: Path, columns: tuple[int, int, int], header: bool, rng: random.Random, source: str) -> list[Pair]:
+    first, second, score = columns  # of each tab-separated line
+    labelled = [
+        (f[first].strip(), f[second].strip(), _sts_label(_score(path, lineno, f[score])))
+        for lineno, f in _tsv_rows(path, max(columns) + 1, header=header)
+    ]
+    return _pairs_with_negatives(labelled, rng, source)
+
+
 def stsb_pairs(data_dir: Path, rng: random.Random) -> list[Pair]:
     # genre, file, year, id, score, sentence1, sentence2 [, 2 source columns on some lines]
-    path = data_dir / "sts/stsbenchmark/sts-train.csv"
-    labelled = [
-        (f[5].strip(), f[6].strip(), _sts_label(_score(path, lineno, f[4])))
-        for lineno, f in _tsv_rows(path, 7, header=False)
-    ]
-    return _pairs_with_negatives(labelled, rng, "stsb")
+    return _sts_file_pairs(data_dir / "sts/stsbenchmark/sts-train.csv", (5, 6, 4), False, rng, "stsb")
 
 
 def sts12_pairs(data_dir: Path, rng: random.Random) -> list[Pair]:
     # subset, sentence1, sentence2, score (header line); only gold-scored pairs are in the file
-    path = data_dir / "sts/sts12/sts12_train_combined.tsv"
-    labelled = [
-        (f[1].strip(), f[2].strip(), _sts_label(_score(path, lineno, f[3])))
-        for lineno, f in _tsv_rows(path, 4, header=True)
-    ]
-    return _pairs_with_negatives(labelled, rng, "sts12")
+    return _sts_file_pairs(data_dir / "sts/sts12/sts12_train_combined.tsv", (1, 2, 3), True, rng, "sts12")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -391,8 +391,7 @@ def amazon_counterfactual_pairs(data_dir: Path, rng: random.Random) -> list[Pair
 # the registry. Instructions follow E5-mistral (Wang et al. 2024, Table 13) where the task is
 # one of theirs, and the same "Given X, retrieve Y" form otherwise.
 
-# E5-mistral: one instruction for every STS task; eval/tasks.py evaluates with this same string.
-STS_INSTRUCTION = "Retrieve semantically similar text."
+# E5-mistral: one instruction for every STS task, the string eval/tasks.py owns and evaluates with.
 
 SOURCES: dict[str, Source] = {
     "mrpc": Source(mrpc_pairs, STS_INSTRUCTION, True, ("training/mrpc/msr-para-train.tsv",)),

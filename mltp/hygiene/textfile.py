@@ -1,31 +1,12 @@
-"""Opening the data files: one reader for training sources (mltp/data/sources.py) and evaluators (eval/loaders.py),
-and one digest of a file's bytes for the records that name a file by its sha256.
-
-One opener, so that both sides decode the same bytes the same way: a file the two read differently
-would let a training text slip past decontamination.
+"""One digest of a file's bytes for the records that name a file by its sha256; and the one opener
+that training sources and evaluators share, which eval owns (eval/textio.py) so eval needs no mltp.
 """
 from __future__ import annotations
 
-import gzip
 import hashlib
-import io
 from pathlib import Path
-from typing import Callable
 
-
-def open_text(path: str | Path, missing: Callable[[Path], Exception] | None = None) -> io.TextIOBase:
-    """Text handle on `path`, gunzipped when its name ends in .gz.
-
-    utf-8-sig drops a leading byte-order mark (MRPC's files start with one) and reads plain UTF-8
-    unchanged; newline="" leaves line ends to the csv module. `missing(path)` builds the error for
-    an absent file, so a caller can say where that file comes from.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise missing(path) if missing else FileNotFoundError(f"data file not found: {path}")
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
-    return open(path, encoding="utf-8-sig", newline="")
+from eval.textio import open_text  # noqa: F401  (re-exported: one opener for both sides)
 
 
 def file_sha256(path: str | Path) -> str:
