@@ -20,8 +20,6 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from mltp.data.manifest import table_rows
-
 MANIFEST_JSON = Path(__file__).resolve().parent / "manifest.json"
 
 COLUMNS = ("family", "dataset", "file", "split", "rows", "size", "sha256", "source", "licence", "faithful")
@@ -92,9 +90,26 @@ class Entry:
         return [s[len("data:"):] for s in self.inputs if s.startswith("data:")]
 
 
+def table_rows(text: str):
+    """Every body row of every Markdown table in `text`: (line number, header cells, row cells).
+
+    The one reader of MANIFEST.md tables, for parse_markdown below and the pre-run check
+    (mltp.data.manifest.read_manifest); each refuses a row whose cells do not match its header in a table it reads (skipping it would
+    leave its file unverified). A table of notes may hold a `|` inside a cell."""
+    header = None
+    for line_no, line in enumerate(text.splitlines(), 1):
+        if not line.startswith("|"):
+            header = None  # a table ended
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if header is None:
+            header = cells
+        elif not all(c and set(c) <= set("-: ") for c in cells):  # not the |---|---| row
+            yield line_no, header, cells
+
+
 def parse_markdown(text: str) -> list[Row]:
-    """The rows of the first table whose header has COLUMNS' places (the main table), read by
-    mltp.data.manifest.table_rows, the reader that verifies a data folder before a run."""
+    """The rows of the first table whose header has COLUMNS' places (the main table)."""
     rows, main = [], None
     for number, header, cells in table_rows(text):
         if main is None and len(header) == len(COLUMNS) and header[0] == "family" and header[2] == "file":

@@ -21,6 +21,8 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from eval.manifest import table_rows
+
 from ..hygiene.atomic import atomic_write_json
 
 MANIFEST = "MANIFEST.md"
@@ -38,24 +40,6 @@ class DataError(ValueError):
 
 
 SIZE_COLUMNS = ("size (bytes)", "size")  # the hand-written MANIFEST.md's name; `run.py data` once wrote the other
-
-
-def table_rows(text: str):
-    """Every body row of every Markdown table in `text`: (line number, header cells, row cells).
-
-    The one reader of MANIFEST.md tables, for read_manifest below and eval.manifest.parse_markdown;
-    each refuses a row whose cells do not match its header in a table it reads (skipping it would
-    leave its file unverified). A table of notes may hold a `|` inside a cell."""
-    header = None
-    for line_no, line in enumerate(text.splitlines(), 1):
-        if not line.startswith("|"):
-            header = None  # a table ended
-            continue
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if header is None:
-            header = cells
-        elif not all(c and set(c) <= set("-: ") for c in cells):  # not the |---|---| row
-            yield line_no, header, cells
 
 
 def read_manifest(data_dir: str | os.PathLike) -> dict[str, Entry]:
