@@ -160,11 +160,18 @@ def save_checkpoint(embedder, lora_config, optimizer, schedule, step: int, run_d
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint checkpoints/latest names (None: the run saved none yet). A pointer to a step
+    that is not there whole is refused: starting over would delete the checkpoints beside it."""
     pointer = run_dir / "checkpoints" / "latest"
     if not pointer.exists():
         return None
     path = run_dir / "checkpoints" / pointer.read_text().strip()
-    return path if (path / "trainer.pt").exists() else None
+    if (path / "trainer.pt").exists():
+        return path
+    whole = sorted(p.name for p in pointer.parent.glob("step-*") if (p / "trainer.pt").exists())
+    hint = (f"the newest whole checkpoint here is {whole[-1]}: write that name into {pointer} to resume from it"
+            if whole else "no whole checkpoint is here: delete checkpoints/ to start afresh")
+    raise CheckpointError(f"{pointer} names {path.name}, which is missing or incomplete; {hint}, or pass another --out")
 
 
 def restore(embedder: Embedder, optimizer, schedule, checkpoint: Path) -> int:

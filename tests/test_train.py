@@ -13,7 +13,7 @@ from mltp.embedder import Embedder, EmbedderConfig
 from mltp.lora import LoRAConfig, apply_lora, lora_layers
 from mltp.pooling import PoolerConfig, build_pooler
 from mltp.step import contrastive_step
-from mltp.train import NonFiniteLossError, TrainConfig, batch_texts, latest_checkpoint, plan_batches, train
+from mltp.train import CheckpointError, NonFiniteLossError, TrainConfig, batch_texts, latest_checkpoint, plan_batches, train
 
 
 def make_rows(n=48):
@@ -120,6 +120,27 @@ def test_resume_equals_uninterrupted(fixtures_dir, tmp_path):
     # ulps) leaves room for rounding only; a lost or repeated step moves a weight by about lr (3e-3).
     for (k, a), (_, b) in zip(whole.state_dict().items(), second.state_dict().items()):
         assert_close_to_scale(b, a, 1e-5, k)
+
+
+def test_a_pointer_to_a_missing_checkpoint_is_refused_and_deletes_nothing(fixtures_dir, tmp_path):
+    # checkpoints/latest names a step that is not there: starting from step 1 would overwrite the
+    # history and delete the checkpoint that does verify. The run stops naming both instead.
+    rows, cfg = make_rows(), TrainConfig(**CFG)
+    torch.manual_seed(0)
+    emb, lora = make_embedder(fixtures_dir)
+    train(emb, rows, cfg, lora, tmp_path, log=lambda m: None, stop_after=4)
+    pointer = tmp_path / "checkpoints" / "latest"
+    pointer.write_text("step-000008\n")
+    history = (tmp_path / "train_history.jsonl").read_text()
+    torch.manual_seed(0)
+    emb, lora = make_embedder(fixtures_dir)
+    with pytest.raises(CheckpointError, match=r"names step-000008, which is missing or incomplete; the newest whole "
+                                              r"checkpoint here is step-000004"):
+        train(emb, rows, cfg, lora, tmp_path, log=lambda m: None)
+    assert (tmp_path / "checkpoints" / "step-000004" / "trainer.pt").exists()
+    assert (tmp_path / "train_history.jsonl").read_text() == history
+    pointer.write_text("step-000004\n")  # as the message says: the run resumes from it
+    assert latest_checkpoint(tmp_path).name == "step-000004"
 
 
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(fixtures_dir, tmp_path):

@@ -125,7 +125,10 @@ def check_before_work(run_dir: Path, args: argparse.Namespace) -> None:
         fail(f"{e}. To go on with it, give the flags it was made with; to start afresh, pass another --out or delete {run_dir}")
     except ValueError as e:  # a record that is not JSON, or has no settings
         fail(str(e))
-    checkpoint = latest_checkpoint(run_dir)
+    try:
+        checkpoint = latest_checkpoint(run_dir)
+    except CheckpointError as e:
+        fail(str(e))
     if checkpoint is not None:  # readable now, not after the model and the data are prepared
         try:
             torch.load(checkpoint / "trainer.pt", map_location="cpu", weights_only=True)
