@@ -1,12 +1,13 @@
 """run.py encode: rows in input order, equal to encoding each text alone; bad input named."""
 import json
+import shutil
 
 import numpy as np
 import pytest
 import torch
 
 import run
-from mltp.formats.checkpoint import load_model
+from mltp.formats.checkpoint import load_model, weights_sha256
 from mltp.cli import encode as encode_cli
 from mltp.embedder import Embedder, EmbedderConfig
 from mltp.pooling import PoolerConfig, build_pooler
@@ -83,3 +84,32 @@ def test_model_must_be_a_saved_embedder(fixtures_dir, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         run.main(["encode", "--model", str(fixtures_dir / "tiny"), "--input", str(tmp_path / "t.txt"), "--output", str(tmp_path / "v.npy")])
     assert e.value.code == 2 and "not a saved embedder" in capsys.readouterr().err
+
+
+def test_a_saved_embedder_works_from_any_directory_and_names_a_missing_base(fixtures_dir, tmp_path, monkeypatch, capsys):
+    # Trained with --model as typed, relative to the checkout: the saved embedder records the base
+    # by its absolute path and weights' sha256, so encode works from anywhere; gone, it is named.
+    base = tmp_path / "models" / "tiny"
+    shutil.copytree(fixtures_dir / "tiny", base)
+    monkeypatch.chdir(tmp_path)
+    model = load_model("models/tiny")
+    pooler = build_pooler(PoolerConfig(kind="mean", hidden_size=64, num_layers=6))
+    Embedder(model, load_tokenizer("models/tiny"), pooler, EmbedderConfig(model="models/tiny")).save(tmp_path / "final")
+    record = json.loads((tmp_path / "final" / "embedder.json").read_text())
+    assert record["model"] == str(base.resolve()) and record["model_sha256"] == weights_sha256(base)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    expected = Embedder.load(tmp_path / "final").encode(TEXTS).numpy()
+    run.main(["encode", "--model", str(tmp_path / "final"), "--input", str(write_texts(tmp_path)), "--output", "v.npy"])
+    np.testing.assert_allclose(np.load("v.npy"), expected, rtol=0, atol=0)  # the same process, the same vectors
+    shutil.rmtree(base)
+    with pytest.raises(SystemExit) as e:
+        run.main(["encode", "--model", str(tmp_path / "final"), "--input", str(write_texts(tmp_path)), "--output", "w.npy"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"its base model {base.resolve()} (weights sha256 {record['model_sha256']}) is not there" in err
+    assert not (tmp_path / "elsewhere" / "w.npy").exists()
+
+
+def write_texts(folder):
+    (folder / "texts.txt").write_text("\n".join(TEXTS) + "\n")
+    return folder / "texts.txt"

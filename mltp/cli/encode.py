@@ -84,7 +84,10 @@ def run(args: argparse.Namespace) -> None:
     texts = read_texts(Path(args.input))
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = args.dtype or BUDGETS["cuda" if device.type == "cuda" else "cpu"]["dtype"]
-    embedder = Embedder.load(args.model, dtype=getattr(torch, dtype), device=str(device))
+    try:
+        embedder = Embedder.load(args.model, dtype=getattr(torch, dtype), device=str(device))
+    except FileNotFoundError as e:  # the base model it was trained on is gone
+        fail(str(e))
 
     vectors = np.empty((len(texts), embedder.model.config.hidden_size), dtype=np.float32)  # (N, D)
     start = time.perf_counter()
