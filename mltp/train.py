@@ -270,6 +270,7 @@ class Loop:
         self.start = self.resume(self.last_saved) if self.last_saved is not None else 0
         self.history = History(run_dir, resume_at=self.start, write=self.world.main)
         self.tokens, self.t0 = 0, time.perf_counter()
+        self.warned_unlearnable = False
 
     def resume(self, checkpoint: Path) -> int:
         start = restore(self.embedder, self.optimizer, self.schedule, checkpoint)
@@ -324,6 +325,7 @@ class Loop:
         self.optimizer.zero_grad(set_to_none=True)
         step_loss, step_tokens = 0.0, 0
         for micro in range(cfg.grad_accum):
+            self.check_learnable([self.rows[i] for i in self.plan[step * cfg.grad_accum + micro]], step)
             batch = [self.rows[i] for i in distributed.shard(self.plan[step * cfg.grad_accum + micro], self.world)]
             # The step (mltp.step): embed, InfoNCE, loss.backward(); GradCache, the same step in mini-batches.
             step_fn = gradcache_step if cfg.mini_batch else contrastive_step
@@ -344,6 +346,16 @@ class Loop:
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
             self.log_progress(step + 1)
         return step + 1
+
+    def check_learnable(self, batch: list[Pair], step: int) -> None:
+        """Warn (once a run) of a batch whose candidates are all one text: duplicate rows are false
+        negatives of each other (masked, mltp.loss), so such a batch has a loss of 0 and teaches nothing."""
+        keys = {text_key(r.positive) for r in batch} | {text_key(r.negative) for r in batch if r.negative is not None}
+        if len(keys) < 2 and not self.warned_unlearnable:
+            self.warned_unlearnable = True
+            self.log(f"warning: step {step + 1}: all {len(batch)} rows of the batch have the same positive text and "
+                     "no other candidate, so there is nothing to learn from it (loss 0); check the training data "
+                     "for duplicate rows")
 
     def log_progress(self, done: int) -> None:
         elapsed = time.perf_counter() - self.t0

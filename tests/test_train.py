@@ -143,6 +143,24 @@ def test_a_pointer_to_a_missing_checkpoint_is_refused_and_deletes_nothing(fixtur
     assert latest_checkpoint(tmp_path).name == "step-000004"
 
 
+def test_a_batch_with_nothing_to_learn_is_warned_of_once(fixtures_dir, tmp_path):
+    # Duplicate rows are false negatives of each other (masked): a batch of one row repeated has a
+    # loss of 0. The run says so, once, rather than reporting a perfect loss in silence.
+    rows = [Pair("the same query", "the same answer", None, "mrpc")] * 8
+    torch.manual_seed(0)
+    emb, lora = make_embedder(fixtures_dir)
+    logs = []
+    train(emb, rows, TrainConfig(**{**CFG, "steps": 2, "save_every": 100}), lora, tmp_path, log=logs.append)
+    warned = [m for m in logs if "nothing to learn" in m]
+    assert len(warned) == 1 and "step 1: all 8 rows of the batch have the same positive text" in warned[0], logs
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "train_history.jsonl").read_text().splitlines()]
+    assert losses == [0.0, 0.0]
+    logs.clear()
+    train(*make_embedder(fixtures_dir)[:1], make_rows(), TrainConfig(**{**CFG, "steps": 1}), lora, tmp_path / "ok",
+          log=logs.append)
+    assert not [m for m in logs if "nothing to learn" in m]
+
+
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(fixtures_dir, tmp_path):
     torch.manual_seed(0)
     emb, lora = make_embedder(fixtures_dir)

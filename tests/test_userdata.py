@@ -97,6 +97,17 @@ def test_own_data_is_decontaminated_by_the_built_in_mixtures_key(tmp_path):
     assert {contamination_key(t) for p in out for t in (p.query, p.positive)}.isdisjoint({contamination_key(evaluation)})
 
 
+def test_a_file_of_one_repeated_row_is_refused(tmp_path):
+    # 50 identical rows: each is a false negative of every other (masked), so every batch of them
+    # has a loss of 0 and nothing to learn; the run would end with exit 0 having learnt nothing.
+    path = write_jsonl(tmp_path / "same.jsonl", [{"query": "q", "positive": "the one answer"}] * 50)
+    with pytest.raises(ValueError, match=r"same.jsonl: every row has the same positive text and no other candidate"):
+        join_user_data([], {}, check_files([str(path)]), seed=0, exclude_texts=set())
+    two = write_jsonl(tmp_path / "two.jsonl", [{"query": "q", "positive": "the one answer"}] * 49 +
+                      [{"query": "r", "positive": "another answer"}])
+    assert len(join_user_data([], {}, check_files([str(two)]), seed=0, exclude_texts=set())[0]) == 50
+
+
 def test_a_file_changed_after_the_check_is_refused(tmp_path):
     path = write_jsonl(tmp_path / "mine.jsonl", rows(4))
     files = check_files([str(path)])

@@ -23,7 +23,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from .sources import Pair, contamination_key
+from .sources import Pair, contamination_key, normalize_text
 from ..hygiene.textfile import file_sha256
 
 PREFIX = "file:"  # source name of a user file's rows: "file:<name>" (mltp.data.mixture.is_symmetric knows it)
@@ -134,6 +134,10 @@ def join_user_data(rows: list[Pair], dropped: dict[str, int], files: list[dict],
         pairs, n_dropped = user_pairs(file, seed, exclude)
         if not pairs:
             raise ValueError(f"--train-data {file['path']}: no row left after decontamination ({n_dropped} dropped)")
+        if len({normalize_text(t) for p in pairs for t in (p.positive, p.negative) if t is not None}) < 2:
+            raise ValueError(f"--train-data {file['path']}: every row has the same positive text and no other "
+                             "candidate; rows with the same positive are false negatives of each other, so the "
+                             "file teaches nothing")
         rows += pairs
         dropped[pairs[0].source] = n_dropped
         record.append({**file, "dropped": n_dropped, "pairs": len(pairs)})
