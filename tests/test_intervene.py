@@ -98,3 +98,21 @@ def test_the_donor_rotates_so_no_seed_donates_twice():
     assert donors == [1, 2, 3, 4, 5, 6, 7, 0] and sorted(donors) == seeds
     assert [next_seed(s, [0, 2, 5]) for s in (0, 2, 5)] == [2, 5, 0]
     assert next_seed(3, [3]) is None
+
+
+def test_nothing_to_intervene_on_is_an_error_that_says_what_was_found(tmp_path, capsys):
+    # Before any slow step and without the data: a folder with no runs, --only naming none, or
+    # runs none of which has a W is a one-line error, never a silent exit 0.
+    def refused(*argv):
+        with pytest.raises(SystemExit) as e:
+            run.main(["intervene", "--out", str(tmp_path), "--device", "cpu", *argv])
+        err = capsys.readouterr().err
+        assert e.value.code == 2, err
+        return err
+
+    assert "no finished run of the study's configurations (CONFIG/seed-N/results.json) there" in refused()
+    (tmp_path / "A1-mltp-noW" / "seed-0").mkdir(parents=True)
+    (tmp_path / "A1-mltp-noW" / "seed-0" / "results.json").write_text(
+        json.dumps({"config": {"pool": "mltp", "no_layer_weights": True}}))
+    assert "1 finished run(s), none with a layer table W" in refused()
+    assert "--only M3-mltp: no finished run (seed-N/results.json) under" in refused("--only", "M3-mltp")
