@@ -430,6 +430,20 @@ def test_one_writer_per_run_directory(tmp_path, capsys):
     assert not (run_dir / ".lock").exists()
 
 
+def test_an_edit_that_keeps_the_modification_time_is_still_caught(tmp_path):
+    # The verdict cache is keyed on what an edit must change (the inode's change time), not on the
+    # size and mtime that `touch -r` or an editor can put back.
+    data, cache = small_data_dir(tmp_path), tmp_path / "verdicts.json"
+    assert manifest.verify(data, ["a/rows.tsv"], cache=cache) == {"a/rows.tsv": "sha256 ok"}
+    path = data / "a" / "rows.tsv"
+    st = path.stat()
+    path.write_bytes(path.read_bytes().replace(b"3\t4", b"3\t5"))  # same size, other bytes
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
+    with pytest.raises(manifest.DataError, match=r"a/rows.tsv: sha256 [0-9a-f]{64}, MANIFEST.md expects"):
+        manifest.verify(data, ["a/rows.tsv"], cache=cache)
+
+
 def test_the_file_table_names_every_file_each_task_reads(data_dir, tmp_path):
     # Each task built from a folder that holds only its listed files (linked): a file the table
     # forgot is a FileNotFoundError here, not a surprise in a run.

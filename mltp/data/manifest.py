@@ -5,8 +5,9 @@
 A file cut short at a line boundary still parses, and it changes the scores without any error, so
 every file a run reads is checked before the run starts. For a `.gz` file the manifest describes
 the uncompressed bytes, so the file is hashed as it is decompressed. Hashing the whole benchmark
-takes seconds, so a verdict is cached by the file's size and mtime (and the expected hash): a
-second run pays one `stat` per file. Only passes are cached, so a bad file is caught every time.
+takes seconds, so a verdict is cached by the file's size, mtime, inode and change time (and the
+expected hash): an edit changes the change time even when it puts the mtime back, and a second
+run pays one `stat` per file. Only passes are cached, so a bad file is caught every time.
 
 Rows without a size or sha256 (MANIFEST.md has a short table of that kind) can only be checked
 for existence; their verdict says so instead of claiming a check that was not made.
@@ -109,7 +110,9 @@ def verify(data_dir: str | os.PathLike, relative_paths, *, cache: str | os.PathL
             continue
         st = path.stat()
         key = str(path.resolve())
-        stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": entry.sha256}
+        # ctime: any write to the file sets it, and no call can set it back (mtime can be, by touch -r).
+        stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "inode": st.st_ino,
+                 "sha256": entry.sha256}
         if verdicts_cache.get(key) == stamp:
             verdicts[rel] = "sha256 ok (cached)"
             continue
