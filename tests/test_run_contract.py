@@ -444,6 +444,20 @@ def test_an_edit_that_keeps_the_modification_time_is_still_caught(tmp_path):
         manifest.verify(data, ["a/rows.tsv"], cache=cache)
 
 
+def test_every_file_of_a_saved_run_follows_the_umask(fixtures_dir, tmp_path):
+    # Another user of a shared run directory reads the weights as well as the JSON beside them.
+    old = os.umask(0o027)
+    try:
+        emb, lora = make_embedder(fixtures_dir)
+        train(emb, make_rows(), TrainConfig(**{**CFG, "steps": 1}), lora, tmp_path / "run", log=lambda m: None)
+        emb.save(tmp_path / "run" / "final", lora)
+    finally:
+        os.umask(old)
+    files = [p for p in (tmp_path / "run").rglob("*") if p.is_file()]
+    assert any(p.suffix == ".safetensors" for p in files) and any(p.suffix == ".json" for p in files)
+    assert {str(p.relative_to(tmp_path)): oct(p.stat().st_mode & 0o777) for p in files if p.stat().st_mode & 0o777 != 0o640} == {}
+
+
 def test_the_file_table_names_every_file_each_task_reads(data_dir, tmp_path):
     # Each task built from a folder that holds only its listed files (linked): a file the table
     # forgot is a FileNotFoundError here, not a surprise in a run.

@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import save_file
 
 from .checkpoint import resolve_model
+from ..hygiene.atomic import follow_umask
 from ..hygiene.identity import is_run_dir
 from ..embedder import Embedder
 from ..model import Decoder
@@ -112,6 +113,7 @@ def export(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, overwrite:
     try:
         _write_json(tmp / "config.json", hf_config(base_dir, embedder.model))
         save_file(decoder_state(embedder.model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        follow_umask(tmp / "model.safetensors")
         for name in TOKENIZER_FILES:
             if (base_dir / name).exists():
                 shutil.copyfile(base_dir / name, tmp / name)
