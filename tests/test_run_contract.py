@@ -262,6 +262,24 @@ def test_ctrl_c_writes_a_checkpoint_and_prints_the_resume_command(tiny, referenc
     assert history_steps(out) == [1, 2, 3] and scores(out) == scores(reference)
 
 
+@pytest.mark.parametrize("phase", ["training_mixture", "evaluate_run"])
+def test_sigterm_outside_training_stops_as_ctrl_c_does(tiny, data_dir, tmp_path, capsys, monkeypatch, phase):
+    # While the data is prepared or the run evaluated, SIGTERM is Ctrl-C: the run says how to
+    # resume and exits 130, instead of dying with 143 and no word.
+    def terminated(*args, **kwargs):
+        handler = signal.getsignal(signal.SIGTERM)
+        assert callable(handler), f"SIGTERM during {phase} would kill the run without a word"
+        handler(signal.SIGTERM, None)  # as the kernel would deliver it here
+
+    monkeypatch.setattr(job, phase, terminated)
+    argv = ["--model", tiny, *RUN, "--out", str(tmp_path / "run")]
+    with pytest.raises(SystemExit) as exit_info:
+        run.main(argv)
+    assert exit_info.value.code == 130
+    assert f"interrupted; what was done is kept. To resume: python run.py {' '.join(argv)}" in capsys.readouterr().out
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # put back as it was
+
+
 def test_train_saves_on_interrupt_at_a_step_boundary(fixtures_dir, tmp_path):
     torch.manual_seed(0)
     emb, lora = make_embedder(fixtures_dir)

@@ -25,7 +25,7 @@ from mltp.embedder import Embedder, EmbedderConfig
 from mltp.formats.checkpoint import load_model
 from mltp.hygiene.atomic import atomic_write_json, atomic_write_text, remove_stray_temps
 from mltp.hygiene.identity import SettingsMismatch, check_run_dir
-from mltp.hygiene.interrupt import TrainingInterrupted
+from mltp.hygiene.interrupt import TrainingInterrupted, terminate_as_interrupt
 from mltp.hygiene.runlock import RunLocked, hold
 from mltp.hygiene.preflight import safetensors_header
 from mltp.hygiene.strict_json import finite_or_null
@@ -155,7 +155,8 @@ def run_one(args: argparse.Namespace, run_dir: Path) -> dict:
     world = distributed.start(args.device)
     release = writer_lock(run_dir) if world.main else (lambda: None)
     try:
-        return _run_one(args, run_dir, world)
+        with terminate_as_interrupt():  # SIGTERM stops every phase as Ctrl-C does, resume command included
+            return _run_one(args, run_dir, world)
     finally:
         release()
 
