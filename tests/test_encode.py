@@ -113,3 +113,12 @@ def test_a_saved_embedder_works_from_any_directory_and_names_a_missing_base(fixt
 def write_texts(folder):
     (folder / "texts.txt").write_text("\n".join(TEXTS) + "\n")
     return folder / "texts.txt"
+
+
+def test_an_output_that_cannot_be_written_is_named_before_encoding(saved, tmp_path, capsys):
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(SystemExit) as e:
+        run.main(["encode", "--model", str(saved), "--input", str(write_texts(tmp_path)),
+                  "--output", str(tmp_path / "a-file" / "v.npy")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"{tmp_path / 'a-file'} is a file, not a folder" in err and "encoding [" not in err

@@ -476,6 +476,15 @@ def test_every_file_of_a_saved_run_follows_the_umask(fixtures_dir, tmp_path):
     assert {str(p.relative_to(tmp_path)): oct(p.stat().st_mode & 0o777) for p in files if p.stat().st_mode & 0o777 != 0o640} == {}
 
 
+def test_an_out_that_is_a_file_is_named(tmp_path, capsys):
+    (tmp_path / "taken").write_text("")
+    for out in (tmp_path / "taken", tmp_path / "taken" / "run"):
+        with pytest.raises(SystemExit) as e:
+            job.writer_lock(out)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and f"error: --out {out}: {tmp_path / 'taken'} is a file, not a folder" in err, err
+
+
 def test_the_file_table_names_every_file_each_task_reads(data_dir, tmp_path):
     # Each task built from a folder that holds only its listed files (linked): a file the table
     # forgot is a FileNotFoundError here, not a surprise in a run.

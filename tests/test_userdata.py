@@ -97,6 +97,10 @@ def test_own_data_is_decontaminated_by_the_built_in_mixtures_key(tmp_path):
     assert {contamination_key(t) for p in out for t in (p.query, p.positive)}.isdisjoint({contamination_key(evaluation)})
 
 
+def rows_of_mrpc():
+    return [Pair("b q", "b p", None, "mrpc")]
+
+
 def test_a_file_of_one_repeated_row_is_refused(tmp_path):
     # 50 identical rows: each is a false negative of every other (masked), so every batch of them
     # has a loss of 0 and nothing to learn; the run would end with exit 0 having learnt nothing.
@@ -106,6 +110,19 @@ def test_a_file_of_one_repeated_row_is_refused(tmp_path):
     two = write_jsonl(tmp_path / "two.jsonl", [{"query": "q", "positive": "the one answer"}] * 49 +
                       [{"query": "r", "positive": "another answer"}])
     assert len(join_user_data([], {}, check_files([str(two)]), seed=0, exclude_texts=set())[0]) == 50
+    # beside other rows, the repeated one has negatives
+    assert len(join_user_data(rows_of_mrpc(), {}, check_files([str(path)]), seed=0, exclude_texts=set())[0]) == 51
+
+
+def test_a_non_utf8_line_and_a_weight_that_keeps_no_row_are_named(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(json.dumps(rows(1)[0]).encode() + b"\n" + '{"query": "caf\u00e9", "positive": "p"}\n'.encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin1.jsonl line 2: not UTF-8 text \(byte 0xe9 at column 15\)"):
+        check_files([str(path)])
+    ten = write_jsonl(tmp_path / "ten.jsonl", rows(10))
+    with pytest.raises(ValueError, match=r"ten.jsonl:0.01: weight 0.01 of its 10 row\(s\) rounds to none; give a weight of at least 0.1"):
+        check_files([f"{ten}:0.01"])
+    assert len(join_user_data(rows_of_mrpc(), {}, check_files([f"{ten}:0.1"]), seed=0, exclude_texts=set())[0]) == 2
 
 
 def test_a_file_changed_after_the_check_is_refused(tmp_path):

@@ -163,6 +163,9 @@ def run_one(args: argparse.Namespace, run_dir: Path) -> dict:
 
 def writer_lock(run_dir: Path):
     """The run directory to this process alone (mltp.hygiene.runlock), before anything there is read."""
+    blocker = next((d for d in (run_dir, *run_dir.parents) if d.exists() and not d.is_dir()), None)
+    if blocker is not None:
+        fail(f"--out {run_dir}: {blocker} is a file, not a folder")
     try:
         return hold(run_dir)
     except RunLocked as e:
