@@ -23,6 +23,10 @@ from pathlib import Path
 MANIFEST_JSON = Path(__file__).resolve().parent / "manifest.json"
 
 COLUMNS = ("family", "dataset", "file", "split", "rows", "size", "sha256", "source", "licence", "faithful")
+# The same columns as the hand-written MANIFEST.md heads them, which the pre-run check reads
+# (mltp.data.manifest.read_manifest): a fetched folder is verified as the staged one is.
+HEADER = ("family", "dataset", "file", "split", "rows", "size (bytes)", "sha256", "source", "upstream licence",
+          "faithful to MTEB/original?")
 UPSTREAM = re.compile(r"(?P<repo>[\w.-]+/[\w.-]+)@(?P<commit>[0-9a-f]{7,40}):(?P<path>\S+)")
 
 
@@ -86,19 +90,33 @@ class Entry:
         return [s[len("data:"):] for s in self.inputs if s.startswith("data:")]
 
 
-def parse_markdown(text: str) -> list[Row]:
-    """The rows of the first table whose header starts with COLUMNS (the main table)."""
-    rows, in_table = [], False
-    for number, line in enumerate(text.splitlines(), 1):
+def table_rows(text: str):
+    """Every body row of every Markdown table in `text`: (line number, header cells, row cells).
+
+    The one reader of MANIFEST.md tables, for parse_markdown below and the pre-run check
+    (mltp.data.manifest.read_manifest); each refuses a row whose cells do not match its header in a table it reads (skipping it would
+    leave its file unverified). A table of notes may hold a `|` inside a cell."""
+    header = None
+    for line_no, line in enumerate(text.splitlines(), 1):
         if not line.startswith("|"):
-            if in_table:
-                break
+            header = None  # a table ended
             continue
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if not in_table:
-            in_table = len(cells) == len(COLUMNS) and cells[0] == "family" and cells[2] == "file"
-            continue
-        if all(c and set(c) <= {"-", ":"} for c in cells):  # the |---|---| line
+        if header is None:
+            header = cells
+        elif not all(c and set(c) <= set("-: ") for c in cells):  # not the |---|---| row
+            yield line_no, header, cells
+
+
+def parse_markdown(text: str) -> list[Row]:
+    """The rows of the first table whose header has COLUMNS' places (the main table)."""
+    rows, main = [], None
+    for number, header, cells in table_rows(text):
+        if main is None and len(header) == len(COLUMNS) and header[0] == "family" and header[2] == "file":
+            main = header
+        if header is not main:
+            if rows:
+                break
             continue
         if len(cells) != len(COLUMNS):
             raise ValueError(f"MANIFEST.md line {number}: {len(cells)} cells, expected {len(COLUMNS)}")
@@ -118,7 +136,7 @@ def render_markdown(entries: list[Entry]) -> str:
             "Written by `python run.py data` from this project's eval/manifest.json: every file below was made",
             "from the public source named in its row and checked against the sha256 and size given here",
             "(of the uncompressed content for names ending in .gz).", "",
-            "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+            "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     body = ["| " + " | ".join([e.family, e.dataset, e.file, e.split, e.rows, str(e.size), e.sha256, e.note, e.licence,
                                e.faithful]) + " |" for e in sorted(entries, key=lambda e: e.file)]
     return "\n".join(head + body) + "\n"

@@ -87,11 +87,15 @@ def check_supported(cfg: dict, source: str) -> str:
 
 
 def rope_theta(cfg: dict, source: str) -> float:
-    # transformers >= 5 nests RoPE settings under `rope_parameters`; older files keep them at top level.
+    # transformers >= 5 nests RoPE settings under `rope_parameters`; older files keep them at top level
+    # and name scaling `rope_scaling`. A file may hold both: each is checked, neither one ignored.
+    for key in ("rope_parameters", "rope_scaling"):
+        scaling = cfg.get(key) or {}
+        rope_type = scaling.get("rope_type", scaling.get("type", "default"))
+        if rope_type != "default":
+            raise ValueError(f"{source}: {key}: rope scaling '{rope_type}' is not supported; only plain RoPE "
+                             "(rope_theta) is implemented")
     rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
-    rope_type = rope.get("rope_type", rope.get("type", "default"))
-    if rope_type != "default":
-        raise ValueError(f"{source}: rope scaling '{rope_type}' is not supported; only plain RoPE (rope_theta) is implemented")
     return Fields(cfg, source).typed(rope.get("rope_theta", cfg.get("rope_theta", 10000.0)), "rope_theta", float)
 
 

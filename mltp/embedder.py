@@ -22,7 +22,8 @@ from torch import nn
 
 from .hygiene.atomic import atomic_write_json
 from .hygiene.progress import Progress
-from .formats.checkpoint import load_model
+from .formats.checkpoint import load_model, model_identity
+from .formats.gguf import KNOWN_MODELS
 from . import packed
 from .lora import LoRAConfig, lora_layers, merge_lora
 from .formats.peft import ADAPTER_CONFIG, load_adapter, save_adapter
@@ -36,11 +37,12 @@ E5_TEMPLATE = "Instruct: {instruction}\nQuery: {text}"
 
 @dataclass
 class EmbedderConfig:
-    model: str  # checkpoint directory or built-in name
+    model: str  # checkpoint directory or built-in name (saved: the absolute path, formats.checkpoint.model_identity)
     causal: bool = True  # False: the paper's bidirectional variant (M4, M5)
     max_length: int = 512  # the official code's training length
     template: str = E5_TEMPLATE
     padding_side: str = "left"  # poolers accept either; left keeps the EOS column aligned
+    model_sha256: str | None = None  # of a checkpoint directory's weights, as saved (None: a built-in name)
 
 
 class Embedder(nn.Module):
@@ -120,12 +122,13 @@ class Embedder(nn.Module):
     def save(self, directory: str | Path, lora_config: LoRAConfig | None = None) -> Path:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
+        model, sha256 = model_identity(self.config.model)
         if lora_layers(self.model):
             if lora_config is None:
                 raise ValueError("the model carries LoRA layers: pass their LoRAConfig to save()")
-            save_adapter(self.model, directory, lora_config, base_model=self.config.model)
+            save_adapter(self.model, directory, lora_config, base_model=model)
         save_pooler(self.pooler, directory)
-        atomic_write_json(directory / EMBEDDER_FILE, asdict(self.config))
+        atomic_write_json(directory / EMBEDDER_FILE, {**asdict(self.config), "model": model, "model_sha256": sha256})
         return directory
 
     @classmethod
@@ -143,6 +146,11 @@ class Embedder(nn.Module):
         config = EmbedderConfig(**json.loads(path.read_text()))
         if model is not None:
             config.model = model
+        elif config.model not in KNOWN_MODELS and not Path(config.model).is_dir():
+            weights = f" (weights sha256 {config.model_sha256})" if config.model_sha256 else ""
+            where = "" if Path(config.model).is_absolute() else f", a path relative to where it was trained, not {Path.cwd()}"
+            raise FileNotFoundError(f"{path}: its base model {config.model}{weights} is not there{where}; "
+                                    "put it back, or name it (Embedder.load(..., model=DIR))")
         decoder = load_model(config.model, dtype=dtype, device=device)
         if (directory / ADAPTER_CONFIG).exists():
             load_adapter(decoder, directory)

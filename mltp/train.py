@@ -160,11 +160,18 @@ def save_checkpoint(embedder, lora_config, optimizer, schedule, step: int, run_d
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint checkpoints/latest names (None: the run saved none yet). A pointer to a step
+    that is not there whole is refused: starting over would delete the checkpoints beside it."""
     pointer = run_dir / "checkpoints" / "latest"
     if not pointer.exists():
         return None
     path = run_dir / "checkpoints" / pointer.read_text().strip()
-    return path if (path / "trainer.pt").exists() else None
+    if (path / "trainer.pt").exists():
+        return path
+    whole = sorted(p.name for p in pointer.parent.glob("step-*") if (p / "trainer.pt").exists())
+    hint = (f"the newest whole checkpoint here is {whole[-1]}: write that name into {pointer} to resume from it"
+            if whole else "no whole checkpoint is here: delete checkpoints/ to start afresh")
+    raise CheckpointError(f"{pointer} names {path.name}, which is missing or incomplete; {hint}, or pass another --out")
 
 
 def restore(embedder: Embedder, optimizer, schedule, checkpoint: Path) -> int:
@@ -263,6 +270,7 @@ class Loop:
         self.start = self.resume(self.last_saved) if self.last_saved is not None else 0
         self.history = History(run_dir, resume_at=self.start, write=self.world.main)
         self.tokens, self.t0 = 0, time.perf_counter()
+        self.warned_unlearnable = False
 
     def resume(self, checkpoint: Path) -> int:
         start = restore(self.embedder, self.optimizer, self.schedule, checkpoint)
@@ -317,6 +325,7 @@ class Loop:
         self.optimizer.zero_grad(set_to_none=True)
         step_loss, step_tokens = 0.0, 0
         for micro in range(cfg.grad_accum):
+            self.check_learnable([self.rows[i] for i in self.plan[step * cfg.grad_accum + micro]], step)
             batch = [self.rows[i] for i in distributed.shard(self.plan[step * cfg.grad_accum + micro], self.world)]
             # The step (mltp.step): embed, InfoNCE, loss.backward(); GradCache, the same step in mini-batches.
             step_fn = gradcache_step if cfg.mini_batch else contrastive_step
@@ -337,6 +346,16 @@ class Loop:
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
             self.log_progress(step + 1)
         return step + 1
+
+    def check_learnable(self, batch: list[Pair], step: int) -> None:
+        """Warn (once a run) of a batch whose candidates are all one text: duplicate rows are false
+        negatives of each other (masked, mltp.loss), so such a batch has a loss of 0 and teaches nothing."""
+        keys = {text_key(r.positive) for r in batch} | {text_key(r.negative) for r in batch if r.negative is not None}
+        if len(keys) < 2 and not self.warned_unlearnable:
+            self.warned_unlearnable = True
+            self.log(f"warning: step {step + 1}: all {len(batch)} rows of the batch have the same positive text and "
+                     "no other candidate, so there is nothing to learn from it (loss 0); check the training data "
+                     "for duplicate rows")
 
     def log_progress(self, done: int) -> None:
         elapsed = time.perf_counter() - self.t0

@@ -101,6 +101,9 @@ BASE = dict(model_type="llama", vocab_size=10, hidden_size=8, intermediate_size=
     [
         (dict(model_type="gpt2"), "model_type 'gpt2' is not supported"),
         (dict(rope_scaling={"rope_type": "yarn", "factor": 4.0}), "rope scaling 'yarn' is not supported"),
+        # beside rope_parameters, as a config converted between transformers versions may hold both
+        (dict(rope_parameters={"rope_type": "default", "rope_theta": 1e6}, rope_scaling={"type": "linear", "factor": 2.0}),
+         "rope_scaling: rope scaling 'linear' is not supported"),
         (dict(hidden_act="gelu"), "hidden_act 'gelu'"),
     ],
 )

@@ -86,6 +86,21 @@ def test_the_data_is_looked_for_beside_the_checkout_run_from_not_the_package(tmp
     assert "looked for in this order: --data-dir; $MLTP_DATA_DIR; ../shared/data beside the checkout" in help_text
 
 
+def test_the_tests_skip_by_the_runs_own_data_lookup(tmp_path, monkeypatch, capsys):
+    # A clone with no data: a test that needs it skips, naming where it looked, exactly when a run
+    # given no --data-dir would stop for want of it; where a run finds it, so does the test.
+    from conftest import benchmark_data_or_skip
+    monkeypatch.setenv("MLTP_DATA_DIR", str(tmp_path / "nowhere"))
+    with pytest.raises(pytest.skip.Exception, match=r"benchmark data not found \(\$MLTP_DATA_DIR: .*nowhere\)"):
+        benchmark_data_or_skip()
+    with pytest.raises(SystemExit):
+        run.main(["--model", str(ROOT / "tests" / "fixtures" / "tiny"), "--device", "cpu"])
+    assert "no benchmark data" in capsys.readouterr().err
+    (tmp_path / "nowhere").mkdir()
+    (tmp_path / "nowhere" / "MANIFEST.md").write_text("# Data manifest\n")
+    assert benchmark_data_or_skip() == tmp_path / "nowhere"
+
+
 def test_python_dash_m_mltp_is_the_same_program(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-m", "mltp", "--help"], cwd=tmp_path, env=env, capture_output=True, text=True)

@@ -143,7 +143,7 @@ def test_a_killed_two_rank_run_resumes_to_the_one_rank_run(fixtures_dir, tmp_pat
         torch.testing.assert_close(resumed[k], v, atol=5e-4, rtol=0, msg=k)
 
 
-def test_torchrun_runs_the_main_job_on_two_ranks(fixtures_dir, tmp_path):
+def test_torchrun_runs_the_main_job_on_two_ranks(fixtures_dir, data_dir, tmp_path):  # evaluates: needs the data
     out = tmp_path / "run"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "run.py",
                "--model", str(fixtures_dir / "tiny"), "--steps", "2", "--batch-size", "4", "--max-length", "96",

@@ -50,6 +50,8 @@ def assert_same_vectors(reference: Embedder, st, texts=TEXTS):
             ours = reference.encode(texts, instruction=instruction).numpy()  # (N, D)
             theirs = st.encode(texts, prompt_name=prompt_name, batch_size=3, convert_to_numpy=True)  # (N, D)
             assert theirs.shape == ours.shape
+            # Unit vectors: absolute is relative to their norm of 1; ~80 float32 ulps for another
+            # implementation's order of the same sums.
             np.testing.assert_allclose(theirs, ours, rtol=0, atol=1e-5, err_msg=f"{side} padding, prompt {prompt_name}")
 
 

@@ -5,6 +5,7 @@ import importlib.util
 from functools import partial
 from pathlib import Path
 
+import pytest
 import torch
 
 from mltp.gradcache import cached_backward, gradcache_step, plain_backward
@@ -59,10 +60,15 @@ def written_out_step(emb, rows, cfg):
     return loss.item(), n_tokens, {n: p.grad.clone() for n, p in emb.named_parameters() if p.grad is not None}
 
 
-def assert_same(a, b, atol):
+def assert_same(a, b, exact=False):
+    """Same tokens; the loss to 1e-5 of itself (~80 float32 ulps) and each gradient entry to 1e-3 of
+    the largest entry (tests/closeness.py): mini-batches sum the same ~1,600 token terms in another
+    order and other matmul shapes, and a block's gradient sums terms that cancel to far less than
+    their own size. A wrong mini-batch or a lost mask moves both by percents. `exact`: bit for bit."""
     (la, ta, ga), (lb, tb, gb) = a, b
-    assert ta == tb and abs(la - lb) <= atol, (la, lb)
+    assert ta == tb and (la == lb if exact else la == pytest.approx(lb, rel=1e-5)), (la, lb)
     assert ga.keys() == gb.keys() and any("lora_A" in n for n in ga) and any(n.startswith("pooler.") for n in ga)
+    atol = 0.0 if exact else 1e-3 * max(g.abs().max().item() for g in gb.values())
     for n in ga:
         torch.testing.assert_close(ga[n], gb[n], rtol=0, atol=atol, msg=n)
 
@@ -75,7 +81,20 @@ def test_mini_batches_give_the_whole_batch_loss_and_gradients(fixtures_dir):
     for joint in (False, True):
         whole = step(emb, rows, TrainConfig(max_length=96, joint_forward=joint))
         for mini in (1, 3):
-            assert_same(whole, step(emb, rows, TrainConfig(max_length=96, joint_forward=joint, mini_batch=mini)), atol=1e-6)
+            assert_same(whole, step(emb, rows, TrainConfig(max_length=96, joint_forward=joint, mini_batch=mini)))
+
+
+def test_the_comparison_allows_float32_rounding_and_nothing_more():
+    # Another x86-64 CPU summed in another order: the loss of 2.68 off by 1.43e-6, a gradient entry
+    # off by a few ulps of the largest one. That is rounding and must pass; a percent must not.
+    grads = {"model.lora_A": torch.tensor([0.5, -2e-4]), "pooler.w": torch.tensor([1e-3, 0.25])}
+    whole = (2.68, 100, grads)
+    rounded = (2.68 + 1.43e-6, 100, {n: g + 4 * 2.0 ** -23 * torch.sign(g) for n, g in grads.items()})
+    assert_same(whole, rounded)
+    with pytest.raises(AssertionError):
+        assert_same(whole, (2.68 * 1.01, 100, grads))
+    with pytest.raises(AssertionError):
+        assert_same(whole, (2.68, 100, {**grads, "pooler.w": grads["pooler.w"] * 1.01}))
 
 
 def test_the_step_is_the_step_written_out(fixtures_dir):
@@ -88,7 +107,7 @@ def test_the_step_is_the_step_written_out(fixtures_dir):
         cfg = TrainConfig(max_length=96, joint_forward=joint, grad_accum=3)
         emb.zero_grad(set_to_none=True)
         torch.manual_seed(0)
-        assert_same(written_out_step(emb, rows, cfg), step(emb, rows, cfg), atol=0)
+        assert_same(written_out_step(emb, rows, cfg), step(emb, rows, cfg), exact=True)
 
 
 def test_dropout_masks_are_replayed_on_the_second_pass(fixtures_dir):
@@ -113,13 +132,17 @@ def test_dropout_masks_are_replayed_on_the_second_pass(fixtures_dir):
         results.append((loss, after, {n: p.grad.clone() for n, p in emb.named_parameters() if p.grad is not None}))
     (l_plain, r_plain, g_plain), (l_cached, r_cached, g_cached) = results
     assert l_plain == l_cached and r_plain == r_cached
+    # The cached pass sums each parameter's gradient over the mini-batches through the cached
+    # embeddings' gradients: float32 rounding relative to the largest entry (assert_same).
+    scale = max(g.abs().max().item() for g in g_plain.values())
     for n in g_plain:
-        torch.testing.assert_close(g_plain[n], g_cached[n], rtol=0, atol=1e-6, msg=n)
-    # The check has teeth: other masks (another seed for the plain pass) move the gradients.
+        torch.testing.assert_close(g_plain[n], g_cached[n], rtol=0, atol=1e-3 * scale, msg=n)
+    # The check has teeth: other masks (another seed for the plain pass) move the gradients by
+    # more than ten times that bound.
     emb.zero_grad(set_to_none=True)
     torch.manual_seed(2)
     plain_backward(chunks, loss_fn)
-    assert any((p.grad - g_plain[n]).abs().max() > 1e-4 for n, p in emb.named_parameters() if n in g_plain)
+    assert any((p.grad - g_plain[n]).abs().max() > 1e-2 * scale for n, p in emb.named_parameters() if n in g_plain)
 
 
 def test_memory_grows_with_the_mini_batch_not_the_batch():

@@ -1,6 +1,7 @@
 """A run directory is a contract: same settings or an error, a whole record after any kill, valid
 output or an error, verified data, and every input checked before the slow work."""
 import gzip
+import hashlib
 import json
 import os
 import shutil
@@ -16,10 +17,12 @@ from safetensors.torch import load_file, save_file
 import mltp.cli.job as job
 import run
 from eval.files import TASK_FILES
+from eval.manifest import Entry, render_markdown
 from eval.tasks import TASKS
 from mltp.data import manifest
 from mltp.formats.checkpoint import load_model
 from mltp.hygiene.interrupt import TrainingInterrupted
+from mltp.hygiene.runlock import RunLocked, hold
 from mltp.cli.flags import unused_flags
 from mltp.hygiene.identity import SettingsMismatch, check_run_dir
 from mltp.pooling import PoolerConfig
@@ -71,7 +74,7 @@ def refused(argv, capsys) -> str:
 
 
 @pytest.fixture(scope="module")
-def reference(fixtures_dir, tmp_path_factory):
+def reference(fixtures_dir, data_dir, tmp_path_factory):
     """One uninterrupted tiny run: what every interrupted or resumed run must reproduce."""
     out = tmp_path_factory.mktemp("reference") / "run"
     run.main(["--model", str(fixtures_dir / "tiny"), *RUN, "--out", str(out)])
@@ -102,7 +105,7 @@ def test_a_finished_run_is_resumed_only_under_its_settings(tiny, reference, tmp_
     assert history_steps(out) == [1, 2, 3] and scores(out) == scores(reference)
 
 
-def test_an_unfinished_run_is_resumed_only_under_its_settings(tiny, tmp_path, capsys, monkeypatch):
+def test_an_unfinished_run_is_resumed_only_under_its_settings(tiny, data_dir, tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
     base = ["--model", tiny, *RUN, "--out", str(out)]
     interrupt_after(monkeypatch, 2)
@@ -141,7 +144,7 @@ def test_a_checkpoint_never_lends_its_optimiser_other_settings(fixtures_dir, tmp
         check_run_dir(tmp_path / "bare", train_settings(TrainConfig(**{**CFG, "lr": 1e-2})))
 
 
-def test_the_sweep_refuses_a_killed_configuration_under_new_flags(tiny, tmp_path, capsys, monkeypatch):
+def test_the_sweep_refuses_a_killed_configuration_under_new_flags(tiny, data_dir, tmp_path, capsys, monkeypatch):
     argv = ["ablation", "--model", tiny, "--only", "M1-eos", "--seeds", "1", *RUN, "--out", str(tmp_path)]
     interrupt_after(monkeypatch, 1)
     with pytest.raises(SystemExit) as exit_info:
@@ -259,6 +262,24 @@ def test_ctrl_c_writes_a_checkpoint_and_prints_the_resume_command(tiny, referenc
     assert history_steps(out) == [1, 2, 3] and scores(out) == scores(reference)
 
 
+@pytest.mark.parametrize("phase", ["training_mixture", "evaluate_run"])
+def test_sigterm_outside_training_stops_as_ctrl_c_does(tiny, data_dir, tmp_path, capsys, monkeypatch, phase):
+    # While the data is prepared or the run evaluated, SIGTERM is Ctrl-C: the run says how to
+    # resume and exits 130, instead of dying with 143 and no word.
+    def terminated(*args, **kwargs):
+        handler = signal.getsignal(signal.SIGTERM)
+        assert callable(handler), f"SIGTERM during {phase} would kill the run without a word"
+        handler(signal.SIGTERM, None)  # as the kernel would deliver it here
+
+    monkeypatch.setattr(job, phase, terminated)
+    argv = ["--model", tiny, *RUN, "--out", str(tmp_path / "run")]
+    with pytest.raises(SystemExit) as exit_info:
+        run.main(argv)
+    assert exit_info.value.code == 130
+    assert f"interrupted; what was done is kept. To resume: python run.py {' '.join(argv)}" in capsys.readouterr().out
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # put back as it was
+
+
 def test_train_saves_on_interrupt_at_a_step_boundary(fixtures_dir, tmp_path):
     torch.manual_seed(0)
     emb, lora = make_embedder(fixtures_dir)
@@ -298,7 +319,7 @@ def copy_model(tiny, tmp_path) -> Path:
     return model
 
 
-def test_a_non_finite_score_is_an_error_naming_the_task(tiny, tmp_path, capsys):
+def test_a_non_finite_score_is_an_error_naming_the_task(tiny, data_dir, tmp_path, capsys):
     model = copy_model(tiny, tmp_path)
     weights = load_file(model / "model.safetensors")
     weights["model.norm.weight"] = torch.full_like(weights["model.norm.weight"], float("nan"))
@@ -362,6 +383,106 @@ def test_data_files_are_checked_against_the_manifest(tmp_path, monkeypatch):
         manifest.verify(data, ["a/big.tsv.gz"], cache=cache)
     with pytest.raises(FileNotFoundError, match=r"a/gone.tsv is missing \(needed; not even listed in"):
         manifest.verify(data, ["a/gone.tsv"], cache=cache)
+
+
+def test_a_fetched_data_folder_is_verified_byte_for_byte(tmp_path):
+    # `run.py data` writes MANIFEST.md with eval.manifest.render_markdown: the pre-run check must
+    # read every entry of it, so that one byte changed in a fetched file is refused.
+    content = b"sentence1\tsentence2\tscore\na\tb\t1.0\n"
+    entry = Entry(file="sts/x/test.tsv", sha256=hashlib.sha256(content).hexdigest(), size=len(content),
+                  derivation="copy", inputs=(), licence="CC0", family="sts", dataset="x", split="test", rows="1")
+    data = tmp_path / "data"
+    (data / "sts" / "x").mkdir(parents=True)
+    (data / "MANIFEST.md").write_text(render_markdown([entry]))
+    (data / "sts" / "x" / "test.tsv").write_bytes(content)
+    assert manifest.read_manifest(data) == {entry.file: manifest.Entry(entry.size, entry.sha256)}
+    assert manifest.verify(data, [entry.file], cache=tmp_path / "verdicts.json") == {entry.file: "sha256 ok"}
+    (data / "sts" / "x" / "test.tsv").write_bytes(content.replace(b"1.0", b"1.5"))
+    with pytest.raises(manifest.DataError, match=r"sts/x/test.tsv: sha256 [0-9a-f]{64}, MANIFEST.md expects"):
+        manifest.verify(data, [entry.file], cache=tmp_path / "verdicts.json")
+
+
+def test_export_never_writes_over_a_run(fixtures_dir, tmp_path, capsys):
+    # --overwrite replaces an earlier export, never the saved model, its run, or a folder of runs.
+    emb, lora = make_embedder(fixtures_dir)
+    run_dir = tmp_path / "study" / "run"
+    emb.save(run_dir / "final", lora)
+    (run_dir / "train_history.jsonl").write_text("")
+    (tmp_path / "others" / "seed-1" / "checkpoints").mkdir(parents=True)  # a folder of other runs
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    for target, why in ((run_dir / "final", "is the embedder exported"), (run_dir, "holds the embedder exported"),
+                        (run_dir / "final" / "st", "is inside the embedder exported"),
+                        (run_dir / "st", f"is inside the run directory {run_dir}"),
+                        (tmp_path / "study", "holds the embedder exported"),
+                        (tmp_path / "others", f"holds the run directory {tmp_path / 'others' / 'seed-1'}")):
+        with pytest.raises(SystemExit) as e:
+            run.main(["export", str(run_dir / "final"), "--to", str(target), "--overwrite"])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and f"--to {target} {why}" in err, err
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_one_writer_per_run_directory(tmp_path, capsys):
+    # A second run given the same --out is refused before it reads or writes there, naming the
+    # first one's process; once that process is gone (killed: its lock file stays), a run goes on.
+    run_dir = tmp_path / "run"
+    code = ("import sys, time; from pathlib import Path; from mltp.hygiene.runlock import hold; "
+            "hold(Path(sys.argv[1])); print('held', flush=True); time.sleep(600)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(run_dir)], stdout=subprocess.PIPE, cwd=ROOT)
+    try:
+        assert holder.stdout.readline().strip() == b"held"
+        with pytest.raises(RunLocked, match=f"{run_dir} is being written by process {holder.pid} on "):
+            hold(run_dir)
+        with pytest.raises(SystemExit) as e:
+            job.writer_lock(run_dir)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and f"error: {run_dir} is being written by process {holder.pid}" in err, err
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (run_dir / ".lock").exists()  # stale: its process is dead, so the kernel released it
+    release = hold(run_dir)
+    with pytest.raises(RunLocked, match=f"process {os.getpid()} on"):
+        hold(run_dir)  # one writer, even within one process
+    release()
+    assert not (run_dir / ".lock").exists()
+
+
+def test_an_edit_that_keeps_the_modification_time_is_still_caught(tmp_path):
+    # The verdict cache is keyed on what an edit must change (the inode's change time), not on the
+    # size and mtime that `touch -r` or an editor can put back.
+    data, cache = small_data_dir(tmp_path), tmp_path / "verdicts.json"
+    assert manifest.verify(data, ["a/rows.tsv"], cache=cache) == {"a/rows.tsv": "sha256 ok"}
+    path = data / "a" / "rows.tsv"
+    st = path.stat()
+    path.write_bytes(path.read_bytes().replace(b"3\t4", b"3\t5"))  # same size, other bytes
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
+    with pytest.raises(manifest.DataError, match=r"a/rows.tsv: sha256 [0-9a-f]{64}, MANIFEST.md expects"):
+        manifest.verify(data, ["a/rows.tsv"], cache=cache)
+
+
+def test_every_file_of_a_saved_run_follows_the_umask(fixtures_dir, tmp_path):
+    # Another user of a shared run directory reads the weights as well as the JSON beside them.
+    old = os.umask(0o027)
+    try:
+        emb, lora = make_embedder(fixtures_dir)
+        train(emb, make_rows(), TrainConfig(**{**CFG, "steps": 1}), lora, tmp_path / "run", log=lambda m: None)
+        emb.save(tmp_path / "run" / "final", lora)
+    finally:
+        os.umask(old)
+    files = [p for p in (tmp_path / "run").rglob("*") if p.is_file()]
+    assert any(p.suffix == ".safetensors" for p in files) and any(p.suffix == ".json" for p in files)
+    assert {str(p.relative_to(tmp_path)): oct(p.stat().st_mode & 0o777) for p in files if p.stat().st_mode & 0o777 != 0o640} == {}
+
+
+def test_an_out_that_is_a_file_is_named(tmp_path, capsys):
+    (tmp_path / "taken").write_text("")
+    for out in (tmp_path / "taken", tmp_path / "taken" / "run"):
+        with pytest.raises(SystemExit) as e:
+            job.writer_lock(out)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and f"error: --out {out}: {tmp_path / 'taken'} is a file, not a folder" in err, err
 
 
 def test_the_file_table_names_every_file_each_task_reads(data_dir, tmp_path):
@@ -430,13 +551,20 @@ def test_a_broken_model_directory_is_named_before_any_work(tiny, tmp_path, capsy
     (["--heads", "0"], "--heads must be >= 1"),
     (["--heads", "5"], "--pool mltp: hidden_size 64 is not a multiple of --heads 5; give --head-dim"),
     (["--device", "gpu"], "--device gpu: not a device"),
-    (["--max-length", "1"], "--max-length 1 holds no training text"),
-    (["--max-length", "54"], "--max-length 54 holds no training text: the shortest instruction takes 53 tokens"),
 ])
 def test_bad_flags_are_named_before_any_work(tiny, tmp_path, capsys, argv, message):
     out = tmp_path / "run"
     err = refused(["--model", tiny, *RUN, *argv, "--out", str(out)], capsys)
     assert message in err and not out.exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--max-length", "1"], "--max-length 1 holds no training text"),
+    (["--max-length", "54"], "--max-length 54 holds no training text: the shortest instruction takes 53 tokens"),
+])
+def test_a_max_length_that_holds_no_training_text_is_named_before_any_work(tiny, data_dir, tmp_path, capsys, argv, message):
+    # The shortest instruction is read from the training sources: this check needs the data.
+    test_bad_flags_are_named_before_any_work(tiny, tmp_path, capsys, argv, message)
 
 
 def test_a_data_folder_without_the_tasks_files_is_named(tiny, tmp_path, data_dir, capsys):

@@ -6,13 +6,14 @@ import pytest
 import torch
 
 import mltp
+from closeness import assert_close_to_scale
 from mltp import packed
 from mltp.data.mixture import Pair
 from mltp.embedder import Embedder, EmbedderConfig
 from mltp.lora import LoRAConfig, apply_lora, lora_layers
 from mltp.pooling import PoolerConfig, build_pooler
 from mltp.step import contrastive_step
-from mltp.train import NonFiniteLossError, TrainConfig, batch_texts, latest_checkpoint, plan_batches, train
+from mltp.train import CheckpointError, NonFiniteLossError, TrainConfig, batch_texts, latest_checkpoint, plan_batches, train
 
 
 def make_rows(n=48):
@@ -93,8 +94,11 @@ def test_joint_forward_is_one_forward_with_the_same_loss_and_gradients(fixtures_
     assert t_sep == t_joint  # real tokens, not padded ones
     assert abs(l_sep - l_joint) < 1e-5 * abs(l_sep), (l_sep, l_joint)
     assert g_sep.keys() == g_joint.keys() and any("lora_A" in n for n in g_sep)
+    # One padded forward instead of three: other matmul shapes, so float32 rounding of the largest
+    # gradient entry, as test_gradcache.assert_same explains.
+    scale = max(g.abs().max().item() for g in g_sep.values())
     for n in g_sep:
-        assert torch.allclose(g_sep[n], g_joint[n], rtol=1e-4, atol=1e-6), n
+        torch.testing.assert_close(g_joint[n], g_sep[n], rtol=0, atol=1e-3 * scale, msg=n)
 
 
 def test_resume_equals_uninterrupted(fixtures_dir, tmp_path):
@@ -112,8 +116,49 @@ def test_resume_equals_uninterrupted(fixtures_dir, tmp_path):
     logs = []
     summary = train(second, rows, cfg, lora, tmp_path / "split", log=logs.append)
     assert summary["first_step"] == 5 and any("resumed" in m for m in logs)
+    # The same computations in the same order: 1e-5 of each tensor's largest entry (~80 float32
+    # ulps) leaves room for rounding only; a lost or repeated step moves a weight by about lr (3e-3).
     for (k, a), (_, b) in zip(whole.state_dict().items(), second.state_dict().items()):
-        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5, msg=k)
+        assert_close_to_scale(b, a, 1e-5, k)
+
+
+def test_a_pointer_to_a_missing_checkpoint_is_refused_and_deletes_nothing(fixtures_dir, tmp_path):
+    # checkpoints/latest names a step that is not there: starting from step 1 would overwrite the
+    # history and delete the checkpoint that does verify. The run stops naming both instead.
+    rows, cfg = make_rows(), TrainConfig(**CFG)
+    torch.manual_seed(0)
+    emb, lora = make_embedder(fixtures_dir)
+    train(emb, rows, cfg, lora, tmp_path, log=lambda m: None, stop_after=4)
+    pointer = tmp_path / "checkpoints" / "latest"
+    pointer.write_text("step-000008\n")
+    history = (tmp_path / "train_history.jsonl").read_text()
+    torch.manual_seed(0)
+    emb, lora = make_embedder(fixtures_dir)
+    with pytest.raises(CheckpointError, match=r"names step-000008, which is missing or incomplete; the newest whole "
+                                              r"checkpoint here is step-000004"):
+        train(emb, rows, cfg, lora, tmp_path, log=lambda m: None)
+    assert (tmp_path / "checkpoints" / "step-000004" / "trainer.pt").exists()
+    assert (tmp_path / "train_history.jsonl").read_text() == history
+    pointer.write_text("step-000004\n")  # as the message says: the run resumes from it
+    assert latest_checkpoint(tmp_path).name == "step-000004"
+
+
+def test_a_batch_with_nothing_to_learn_is_warned_of_once(fixtures_dir, tmp_path):
+    # Duplicate rows are false negatives of each other (masked): a batch of one row repeated has a
+    # loss of 0. The run says so, once, rather than reporting a perfect loss in silence.
+    rows = [Pair("the same query", "the same answer", None, "mrpc")] * 8
+    torch.manual_seed(0)
+    emb, lora = make_embedder(fixtures_dir)
+    logs = []
+    train(emb, rows, TrainConfig(**{**CFG, "steps": 2, "save_every": 100}), lora, tmp_path, log=logs.append)
+    warned = [m for m in logs if "nothing to learn" in m]
+    assert len(warned) == 1 and "step 1: all 8 rows of the batch have the same positive text" in warned[0], logs
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "train_history.jsonl").read_text().splitlines()]
+    assert losses == [0.0, 0.0]
+    logs.clear()
+    train(*make_embedder(fixtures_dir)[:1], make_rows(), TrainConfig(**{**CFG, "steps": 1}), lora, tmp_path / "ok",
+          log=logs.append)
+    assert not [m for m in logs if "nothing to learn" in m]
 
 
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(fixtures_dir, tmp_path):
@@ -143,6 +188,8 @@ def test_encode_restores_order_and_matches_single_texts(fixtures_dir, tmp_path):
     texts = ["a short one", "a considerably longer text than the others here", "mid length text"]
     batched = emb.encode(texts, instruction="Retrieve text", batch_size=2)
     single = torch.cat([emb.encode([t], instruction="Retrieve text") for t in texts])
+    # Unit vectors (the norm check below), so an absolute 1e-5 is relative to their size: ~80
+    # float32 ulps for another batch's padding and matmul shapes.
     torch.testing.assert_close(batched, single, atol=1e-5, rtol=0)
     assert torch.allclose(batched.norm(dim=-1), torch.ones(3))
 
@@ -174,10 +221,11 @@ def test_saved_embedder_reloads_identically(fixtures_dir, tmp_path):
     texts = ["apple 1", "all about the river"]
     # Loaded to encode: the adapter is folded into the base weights, for the same vectors.
     assert all(m.merged for m in lora_layers(again.model).values())
-    torch.testing.assert_close(emb.encode(texts), again.encode(texts), atol=1e-6, rtol=0)
+    # Unit vectors: 1e-5 (~80 float32 ulps of their norm) for the folded weights' other rounding.
+    torch.testing.assert_close(emb.encode(texts), again.encode(texts), atol=1e-5, rtol=0)
     separate = Embedder.load(tmp_path / "final", merge=False)  # kept apart, to train further
     assert not any(m.merged for m in lora_layers(separate.model).values())
-    torch.testing.assert_close(emb.encode(texts), separate.encode(texts), atol=1e-6, rtol=0)
+    torch.testing.assert_close(emb.encode(texts), separate.encode(texts), atol=1e-5, rtol=0)
     assert (tmp_path / "final" / "adapter_model.safetensors").exists()
 
 
@@ -195,6 +243,9 @@ def test_skipping_padding_trains_the_same_run(fixtures_dir, tmp_path, monkeypatc
         runs[skip] = losses, {k: v.clone() for k, v in emb.state_dict().items()}
     (padded, w_padded), (skipped, w_skipped) = runs[False], runs[True]
     assert len(padded) == 4
-    assert skipped == pytest.approx(padded, rel=1e-5, abs=1e-6)
+    # As tests/test_distributed.py: other matmul shapes, and AdamW turns a rounding-sized gradient
+    # entry into an lr-sized move, so four steps carry rounding into the loss past float32's own
+    # (relative 1e-4), and a weight may move by a sixth of lr (3e-3) on rounding alone.
+    assert skipped == pytest.approx(padded, rel=1e-4)
     for k in w_padded:
-        torch.testing.assert_close(w_skipped[k], w_padded[k], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(w_skipped[k], w_padded[k], atol=5e-4, rtol=0, msg=k)

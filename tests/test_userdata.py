@@ -5,7 +5,7 @@ import json
 import pytest
 
 import run
-from mltp.data.mixture import instruction_for, is_symmetric, row_instruction
+from mltp.data.mixture import contamination_key, instruction_for, is_symmetric, row_instruction
 from mltp.data.sources import Pair
 from mltp.data.userdata import check_files, join_user_data, parse_spec, read_rows
 
@@ -83,6 +83,48 @@ def test_decontamination_weights_negatives_and_instructions(tmp_path):
     assert [p.query for p in again] == [p.query for p in half]  # seeded
 
 
+def test_own_data_is_decontaminated_by_the_built_in_mixtures_key(tmp_path):
+    # An STSBenchmark-like test sentence copied without its period, in capitals, or with other
+    # punctuation is the same text to a model: the key is mltp.data.mixture's, letters and digits.
+    evaluation = "A man is playing a flute."
+    data = rows(6)
+    data[0]["query"] = "A man is playing a flute"  # no period
+    data[1]["positive"] = "A MAN IS PLAYING A FLUTE."
+    data[2]["negatives"] = ["a man, is playing a flute!"]
+    path = write_jsonl(tmp_path / "mine.jsonl", data)
+    out, dropped, _ = join_user_data([], {}, check_files([str(path)]), seed=0, exclude_texts={evaluation})
+    assert dropped == {"file:mine.jsonl": 3} and len(out) == 3
+    assert {contamination_key(t) for p in out for t in (p.query, p.positive)}.isdisjoint({contamination_key(evaluation)})
+
+
+def rows_of_mrpc():
+    return [Pair("b q", "b p", None, "mrpc")]
+
+
+def test_a_file_of_one_repeated_row_is_refused(tmp_path):
+    # 50 identical rows: each is a false negative of every other (masked), so every batch of them
+    # has a loss of 0 and nothing to learn; the run would end with exit 0 having learnt nothing.
+    path = write_jsonl(tmp_path / "same.jsonl", [{"query": "q", "positive": "the one answer"}] * 50)
+    with pytest.raises(ValueError, match=r"same.jsonl: every row has the same positive text and no other candidate"):
+        join_user_data([], {}, check_files([str(path)]), seed=0, exclude_texts=set())
+    two = write_jsonl(tmp_path / "two.jsonl", [{"query": "q", "positive": "the one answer"}] * 49 +
+                      [{"query": "r", "positive": "another answer"}])
+    assert len(join_user_data([], {}, check_files([str(two)]), seed=0, exclude_texts=set())[0]) == 50
+    # beside other rows, the repeated one has negatives
+    assert len(join_user_data(rows_of_mrpc(), {}, check_files([str(path)]), seed=0, exclude_texts=set())[0]) == 51
+
+
+def test_a_non_utf8_line_and_a_weight_that_keeps_no_row_are_named(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(json.dumps(rows(1)[0]).encode() + b"\n" + '{"query": "caf\u00e9", "positive": "p"}\n'.encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin1.jsonl line 2: not UTF-8 text \(byte 0xe9 at column 15\)"):
+        check_files([str(path)])
+    ten = write_jsonl(tmp_path / "ten.jsonl", rows(10))
+    with pytest.raises(ValueError, match=r"ten.jsonl:0.01: weight 0.01 of its 10 row\(s\) rounds to none; give a weight of at least 0.1"):
+        check_files([f"{ten}:0.01"])
+    assert len(join_user_data(rows_of_mrpc(), {}, check_files([f"{ten}:0.1"]), seed=0, exclude_texts=set())[0]) == 2
+
+
 def test_a_file_changed_after_the_check_is_refused(tmp_path):
     path = write_jsonl(tmp_path / "mine.jsonl", rows(4))
     files = check_files([str(path)])
@@ -91,7 +133,7 @@ def test_a_file_changed_after_the_check_is_refused(tmp_path):
         join_user_data([], {}, files, seed=0, exclude_texts=set())
 
 
-def test_run_replaces_the_mixture_and_records_the_files(fixtures_dir, tmp_path):
+def test_run_replaces_the_mixture_and_records_the_files(fixtures_dir, data_dir, tmp_path):
     path = write_jsonl(tmp_path / "mine.jsonl", rows(12, negatives=["some other text"]))
     out = tmp_path / "run"
     run.main(["--model", str(fixtures_dir / "tiny"), "--steps", "2", "--batch-size", "4", "--max-length", "32",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -73,10 +74,22 @@ def progress(done: int, total: int, start: float) -> None:
         sys.stderr.write("\n")
 
 
+def check_writable(output: Path) -> None:
+    """Before the encoding, not after it: the folder --output goes into must take a new file."""
+    if output.is_dir():
+        fail(f"--output {output} is a directory; name a file (vectors.npy)")
+    folder = next(d for d in output.absolute().parents if d.exists())  # made up to there when written
+    if not folder.is_dir():
+        fail(f"--output {output}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        fail(f"--output {output}: cannot write in {folder} (permission denied)")
+
+
 def run(args: argparse.Namespace) -> None:
     output = Path(args.output)
     if output.exists() and not args.overwrite:
         fail(f"--output {output} exists; pass --overwrite to replace it")
+    check_writable(output)
     if args.batch_size is not None and args.batch_size < 1:
         fail("--batch-size must be >= 1")
     if not (Path(args.model) / EMBEDDER_FILE).is_file():
@@ -84,7 +97,10 @@ def run(args: argparse.Namespace) -> None:
     texts = read_texts(Path(args.input))
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = args.dtype or BUDGETS["cuda" if device.type == "cuda" else "cpu"]["dtype"]
-    embedder = Embedder.load(args.model, dtype=getattr(torch, dtype), device=str(device))
+    try:
+        embedder = Embedder.load(args.model, dtype=getattr(torch, dtype), device=str(device))
+    except FileNotFoundError as e:  # the base model it was trained on is gone
+        fail(str(e))
 
     vectors = np.empty((len(texts), embedder.model.config.hidden_size), dtype=np.float32)  # (N, D)
     start = time.perf_counter()

@@ -149,13 +149,39 @@ def intervene(run_dir: Path, siblings: dict[int, Path], *, device: str, data_dir
     return out
 
 
+def finished_runs(out: Path, configs: list[str]) -> dict[str, dict[int, Path]]:
+    """{configuration: {seed: run directory}} of the finished runs (seed-N/results.json) under out."""
+    return {name: {int(p.parent.name.split("-")[1]): p.parent for p in sorted((out / name).glob("seed-*/results.json"))}
+            for name in configs}
+
+
+def has_w(run_dir: Path) -> bool:
+    cfg = json.loads((run_dir / "results.json").read_text())["config"]
+    return cfg.get("pool") == "mltp" and not cfg.get("no_layer_weights")
+
+
+def check_found(out: Path, found: dict[str, dict[int, Path]], only: bool, log=print) -> None:
+    """Say what is there, before any slow step; an error when there is nothing to intervene on."""
+    missing = [name for name, runs in found.items() if not runs]
+    if only and missing:
+        fail(f"--only {','.join(missing)}: no finished run (seed-N/results.json) under {out} for "
+             f"{'it' if len(missing) == 1 else 'them'}")
+    with_w = {name: runs for name, runs in found.items() if runs and has_w(next(iter(runs.values())))}
+    n_runs = sum(len(runs) for runs in found.values())
+    if not n_runs:
+        fail(f"--out {out}: no finished run of the study's configurations (CONFIG/seed-N/results.json) there")
+    if not with_w:
+        fail(f"--out {out}: {n_runs} finished run(s), none with a layer table W (--pool mltp with layer weights) "
+             "to intervene on")
+    log(f"found {n_runs} finished run(s) in {sum(1 for r in found.values() if r)} configuration(s) under {out}; "
+        f"with W: {', '.join(f'{name} ({len(runs)} seed(s))' for name, runs in with_w.items())}")
+
+
 def run_interventions(out: Path, configs: list[str], *, device: str, data_dir: str, log=print) -> None:
-    for name in configs:
-        runs = {int(p.parent.name.split("-")[1]): p.parent for p in sorted((out / name).glob("seed-*/results.json"))}
+    found = finished_runs(out, configs)
+    for name, runs in found.items():
         for seed, run_dir in runs.items():
-            record = json.loads((run_dir / "results.json").read_text())
-            cfg = record["config"]
-            if cfg.get("pool") != "mltp" or cfg.get("no_layer_weights"):
+            if not has_w(run_dir):
                 break  # no W to intervene on: the whole configuration
             if (run_dir / FILE).exists():
                 log(f"[skip] {name} seed {seed}: interventions done")
@@ -172,6 +198,7 @@ def run(args: argparse.Namespace) -> None:
     out = Path(args.out or "runs/ablation")
     if not out.is_dir():
         fail(f"--out {out}: no study directory there")
-    args = resolve(args)
     configs = args.only.split(",") if args.only else list(study_configs(args.attn))
+    check_found(out, finished_runs(out, configs), bool(args.only))
+    args = resolve(args)
     run_interventions(out, configs, device=args.device, data_dir=args.data_dir)

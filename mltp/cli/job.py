@@ -26,7 +26,8 @@ from mltp.embedder import Embedder, EmbedderConfig
 from mltp.formats.checkpoint import load_model
 from mltp.hygiene.atomic import atomic_write_json, atomic_write_text, remove_stray_temps
 from mltp.hygiene.identity import SettingsMismatch, check_run_dir
-from mltp.hygiene.interrupt import TrainingInterrupted
+from mltp.hygiene.interrupt import TrainingInterrupted, terminate_as_interrupt
+from mltp.hygiene.runlock import RunLocked, hold
 from mltp.hygiene.preflight import safetensors_header
 from mltp.hygiene.strict_json import finite_or_null
 from mltp.layers import describe_layers
@@ -125,7 +126,10 @@ def check_before_work(run_dir: Path, args: argparse.Namespace) -> None:
         fail(f"{e}. To go on with it, give the flags it was made with; to start afresh, pass another --out or delete {run_dir}")
     except ValueError as e:  # a record that is not JSON, or has no settings
         fail(str(e))
-    checkpoint = latest_checkpoint(run_dir)
+    try:
+        checkpoint = latest_checkpoint(run_dir)
+    except CheckpointError as e:
+        fail(str(e))
     if checkpoint is not None:  # readable now, not after the model and the data are prepared
         try:
             torch.load(checkpoint / "trainer.pt", map_location="cpu", weights_only=True)
@@ -150,6 +154,28 @@ def run_one(args: argparse.Namespace, run_dir: Path) -> dict:
 
     Under torchrun every rank trains; rank 0 alone logs, writes and evaluates (the others return None)."""
     world = distributed.start(args.device)
+    release = writer_lock(run_dir) if world.main else (lambda: None)
+    try:
+        with terminate_as_interrupt():  # SIGTERM stops every phase as Ctrl-C does, resume command included
+            return _run_one(args, run_dir, world)
+    finally:
+        release()
+
+
+def writer_lock(run_dir: Path):
+    """The run directory to this process alone (mltp.hygiene.runlock), before anything there is read."""
+    blocker = next((d for d in (run_dir, *run_dir.parents) if d.exists() and not d.is_dir()), None)
+    if blocker is not None:
+        fail(f"--out {run_dir}: {blocker} is a file, not a folder")
+    try:
+        return hold(run_dir)
+    except RunLocked as e:
+        fail(str(e))
+    except OSError as e:
+        fail(f"--out {run_dir}: cannot write there ({e.strerror or e})")
+
+
+def _run_one(args: argparse.Namespace, run_dir: Path, world) -> dict:
     if world.main:
         check_before_work(run_dir, args)
         for folder in (run_dir, run_dir / "final", run_dir / "checkpoints"):

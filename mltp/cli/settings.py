@@ -47,8 +47,6 @@ def resolve(args: argparse.Namespace, log=print) -> argparse.Namespace:
     """Fill hardware defaults and check every flag the command has, before any slow step."""
     if hasattr(args, "device"):
         resolve_device(args, log)
-    if hasattr(args, "data_dir"):
-        resolve_data_dir(args, log)
     if hasattr(args, "steps"):
         check_training(args)
     if getattr(args, "tasks", None):
@@ -56,6 +54,8 @@ def resolve(args: argparse.Namespace, log=print) -> argparse.Namespace:
     model = resolve_model_dir(args) if hasattr(args, "model") else None
     if hasattr(args, "pool"):
         resolve_pooler(args, model)
+    if hasattr(args, "data_dir"):  # after the flags: a wrong flag is named whether or not the data is here
+        resolve_data_dir(args, log)
     if hasattr(args, "suite"):
         sources = training_sources(args)
         if sources:
@@ -113,10 +113,15 @@ def data_dir_candidates() -> list[tuple[str, Path]]:
     return found + [("the user data folder", evaluators.user_data_dir())]
 
 
+def find_data_dir(candidates: list[tuple[str, Path]]) -> Path | None:
+    """The first candidate holding MANIFEST.md (the tests skip by this same lookup, tests/conftest.py)."""
+    return next((path for _, path in candidates if (path / "MANIFEST.md").is_file()), None)
+
+
 def resolve_data_dir(args: argparse.Namespace, log=print) -> None:
     """--data-dir, else the first candidate holding MANIFEST.md; fetched first with --fetch-data."""
     candidates = [("--data-dir", Path(args.data_dir))] if args.data_dir else data_dir_candidates()
-    found = next((path for _, path in candidates if (path / "MANIFEST.md").is_file()), None)
+    found = find_data_dir(candidates)
     if found is None and args.fetch_data:
         found = candidates[0][1] if args.data_dir or os.environ.get("MLTP_DATA_DIR") else evaluators.user_data_dir()
         fetch_data(found, log=log)

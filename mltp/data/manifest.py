@@ -5,8 +5,9 @@
 A file cut short at a line boundary still parses, and it changes the scores without any error, so
 every file a run reads is checked before the run starts. For a `.gz` file the manifest describes
 the uncompressed bytes, so the file is hashed as it is decompressed. Hashing the whole benchmark
-takes seconds, so a verdict is cached by the file's size and mtime (and the expected hash): a
-second run pays one `stat` per file. Only passes are cached, so a bad file is caught every time.
+takes seconds, so a verdict is cached by the file's size, mtime, inode and change time (and the
+expected hash): an edit changes the change time even when it puts the mtime back, and a second
+run pays one `stat` per file. Only passes are cached, so a bad file is caught every time.
 
 Rows without a size or sha256 (MANIFEST.md has a short table of that kind) can only be checked
 for existence; their verdict says so instead of claiming a check that was not made.
@@ -20,6 +21,8 @@ import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+
+from eval.manifest import table_rows
 
 from ..hygiene.atomic import atomic_write_json
 
@@ -37,30 +40,25 @@ class DataError(ValueError):
     """A data file that is not the one MANIFEST.md describes."""
 
 
+SIZE_COLUMNS = ("size (bytes)", "size")  # the hand-written MANIFEST.md's name; `run.py data` once wrote the other
+
+
 def read_manifest(data_dir: str | os.PathLike) -> dict[str, Entry]:
     """{relative path: Entry} from every MANIFEST.md table that has file, size and sha256 columns."""
     path = Path(data_dir) / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(f"no {MANIFEST} in {data_dir}: not a benchmark data folder")
     entries: dict[str, Entry] = {}
-    columns: dict[str, int] | None = None
-    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.startswith("|"):
-            columns = None  # a table ended
-            continue
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if columns is None:  # a header row
-            columns = {name: i for i, name in enumerate(cells)}
-            continue
-        if set("".join(cells)) <= set("-: "):
-            continue  # the separator row
-        if not {"file", "size (bytes)", "sha256"} <= set(columns) or len(cells) != len(columns):
-            continue
-        try:
-            entry = Entry(int(cells[columns["size (bytes)"]]), cells[columns["sha256"]].lower())
-        except ValueError:
-            raise DataError(f"{path}:{line_no}: size {cells[columns['size (bytes)']]!r} is not a number") from None
-        entries[cells[columns["file"]]] = entry
+    for line_no, header, cells in table_rows(path.read_text(encoding="utf-8")):
+        size_column = next((name for name in SIZE_COLUMNS if name in header), None)
+        if "file" not in header or "sha256" not in header or size_column is None:
+            continue  # a table of notes: its files can only be checked for existence
+        if len(cells) != len(header):
+            raise DataError(f"{path}:{line_no}: {len(cells)} cells, the table's header has {len(header)}")
+        row = dict(zip(header, cells))
+        if not row[size_column].isdigit():
+            raise DataError(f"{path}:{line_no}: size {row[size_column]!r} is not a number")
+        entries[row["file"]] = Entry(int(row[size_column]), row["sha256"].lower())
     return entries
 
 
@@ -112,7 +110,9 @@ def verify(data_dir: str | os.PathLike, relative_paths, *, cache: str | os.PathL
             continue
         st = path.stat()
         key = str(path.resolve())
-        stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": entry.sha256}
+        # ctime: any write to the file sets it, and no call can set it back (mtime can be, by touch -r).
+        stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "inode": st.st_ino,
+                 "sha256": entry.sha256}
         if verdicts_cache.get(key) == stamp:
             verdicts[rel] = "sha256 ok (cached)"
             continue

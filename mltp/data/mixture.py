@@ -24,13 +24,14 @@ import random
 from collections import Counter
 from pathlib import Path
 
-from mltp.data.sources import CLASSIFICATION_SOURCES, DEFAULT_SOURCES, SOURCES, Pair, normalize_text
+from mltp.data.sources import (CLASSIFICATION_SOURCES, DEFAULT_SOURCES, SOURCES, Pair, contamination_key,
+                               normalize_text)
 from mltp.data.userdata import PREFIX as USER_PREFIX
 
 __all__ = [
     "Pair", "SOURCES", "DEFAULT_SOURCES", "CLASSIFICATION_SOURCES", "DEFAULT_MAX_PER_SOURCE",
     "build_mixture", "build_mixture_with_dropped", "decontaminate", "instruction_for", "is_symmetric", "row_instruction",
-    "mixture_report", "normalize_text",
+    "contamination_key", "mixture_report", "normalize_text",
 ]
 
 DEFAULT_MAX_PER_SOURCE = 10_000  # see the module docstring: balance for a short CPU run
@@ -56,12 +57,6 @@ def is_symmetric(source: str) -> bool:
     if source.startswith(USER_PREFIX):
         return False  # --train-data rows: the instruction goes on the query side only
     return _source(source).symmetric
-
-
-def contamination_key(text: str) -> str:
-    """Letters and digits only, case folded: a test text that differs from a training text by
-    punctuation or spacing alone ("a gloss." vs "a gloss") is the same text to a model."""
-    return "".join(ch for ch in text.casefold() if ch.isalnum())
 
 
 def decontaminate(rows: list[Pair], exclude: set[str]) -> tuple[list[Pair], int]:
@@ -92,7 +87,7 @@ def build_mixture_with_dropped(
     seed, and {source: rows dropped by decontamination} for mixture_report.
 
     exclude_texts: every evaluation text (raw; normalised here). Any row with a query, positive or
-    negative equal to one of them after case/whitespace folding is dropped.
+    negative equal to one of them by contamination_key (letters and digits, case folded) is dropped.
     include_classification: add the classification train splits (off by default: they are the
     train halves of evaluation tasks, so a run that uses them must say so; mixture_report does).
     """

@@ -242,6 +242,13 @@ def normalize_text(text: str) -> str:
     return " ".join(text.casefold().split())
 
 
+def contamination_key(text: str) -> str:
+    """Letters and digits only, case folded: a test text that differs from a training text by
+    punctuation or spacing alone ("a gloss." vs "a gloss") is the same text to a model. The one
+    key for decontaminating the built-in mixture and --train-data files alike."""
+    return "".join(ch for ch in text.casefold() if ch.isalnum())
+
+
 def debian_pairs(data_dir: Path, rng: random.Random) -> list[Pair]:
     path = data_dir / "training/debian_descriptions/descriptions.jsonl.gz"
     kept: dict[str, tuple[str, str, str]] = {}  # normalised long text -> (short, long, section)

@@ -23,7 +23,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from .sources import Pair, normalize_text
+from .sources import Pair, contamination_key, normalize_text
 from ..hygiene.textfile import file_sha256
 
 PREFIX = "file:"  # source name of a user file's rows: "file:<name>" (mltp.data.mixture.is_symmetric knows it)
@@ -63,9 +63,13 @@ def read_rows(path: Path) -> list[UserRow]:
     if not path.is_file():
         raise FileNotFoundError(f"--train-data {path}: no such file")
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, start=1):
             where = f"{path} line {n}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{where}: not UTF-8 text (byte {raw[e.start]:#04x} at column {e.start + 1})") from None
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
@@ -102,6 +106,9 @@ def check_files(specs: list) -> list[dict]:
             continue
         path, weight = parse_spec(spec)
         rows = read_rows(path)
+        if weight < 1 and round(weight * len(rows)) == 0:  # as user_pairs draws a part of the file
+            raise ValueError(f"--train-data {spec}: weight {weight:g} of its {len(rows)} row(s) rounds to none; "
+                             f"give a weight of at least {1 / len(rows):.2g}")
         files.append({"path": str(path.resolve()), "weight": weight, "sha256": file_sha256(path), "rows": len(rows)})
     names = [Path(f["path"]).name for f in files]
     if len(set(names)) != len(names):
@@ -117,7 +124,7 @@ def user_pairs(file: dict, seed: int, exclude: set[str]) -> tuple[list[Pair], in
     source = PREFIX + path.name
     rng = random.Random(f"{seed}/{source}")
     rows = read_rows(path)
-    kept = [r for r in rows if not any(normalize_text(t) in exclude for t in (r.query, r.positive, *r.negatives))]
+    kept = [r for r in rows if not any(contamination_key(t) in exclude for t in (r.query, r.positive, *r.negatives))]
     pairs = [Pair(r.query, r.positive, rng.choice(r.negatives) if r.negatives else None, source, r.instruction or "")
              for r in kept]
     whole, part = divmod(file["weight"], 1.0)
@@ -128,14 +135,21 @@ def user_pairs(file: dict, seed: int, exclude: set[str]) -> tuple[list[Pair], in
 def join_user_data(rows: list[Pair], dropped: dict[str, int], files: list[dict], seed: int,
                    exclude_texts: set[str]) -> tuple[list[Pair], dict[str, int], list[dict]]:
     """The built-in rows (or none, to replace them) plus every file's, shuffled together."""
-    exclude = {normalize_text(t) for t in exclude_texts}
+    exclude = {contamination_key(t) for t in exclude_texts} - {""}  # the built-in mixture's key (mltp.data.mixture)
     rows, dropped, record = list(rows), dict(dropped), []
     for file in files:
         pairs, n_dropped = user_pairs(file, seed, exclude)
-        if not pairs:
+        if not pairs and n_dropped == file["rows"]:
             raise ValueError(f"--train-data {file['path']}: no row left after decontamination ({n_dropped} dropped)")
+        if not pairs:
+            raise ValueError(f"--train-data {file['path']}: weight {file['weight']:g} of the {file['rows'] - n_dropped} "
+                             f"row(s) left after decontamination ({n_dropped} dropped) rounds to none")
         rows += pairs
         dropped[pairs[0].source] = n_dropped
         record.append({**file, "dropped": n_dropped, "pairs": len(pairs)})
+    if len({normalize_text(t) for p in rows for t in (p.positive, p.negative) if t is not None}) < 2:
+        raise ValueError(f"--train-data {', '.join(f['path'] for f in files)}: every row has the same positive text "
+                         "and no other candidate; rows with the same positive are false negatives of each other, "
+                         "so the training data teaches nothing")
     random.Random(seed).shuffle(rows)
     return rows, dropped, record

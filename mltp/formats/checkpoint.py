@@ -10,6 +10,8 @@ known harmless ones below; each error names the tensor and the file.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -18,6 +20,7 @@ import torch
 from safetensors import safe_open
 
 from ..config import read_config
+from ..hygiene.textfile import file_sha256
 from ..model import Decoder
 
 # Hugging Face name -> our name. Causal-LM checkpoints prefix the body with `model.`; AutoModel
@@ -65,6 +68,30 @@ def resolve_model(path_or_name: str | Path) -> Path:
     if not (path / "config.json").exists():
         raise FileNotFoundError(f"model directory {path} has no config.json")
     return path
+
+
+@functools.lru_cache(maxsize=None)
+def _weights_sha256(directory: str, stamp: tuple) -> str:
+    files = sorted(set(_tensor_files(Path(directory)).values()))
+    per_file = "".join(f"{f.name} {file_sha256(f)}\n" for f in files)
+    return hashlib.sha256(per_file.encode()).hexdigest()
+
+
+def weights_sha256(directory: Path) -> str:
+    """sha256 over each weights file's sha256 (name order); computed once a process for files unchanged."""
+    files = sorted(set(_tensor_files(directory).values()))
+    return _weights_sha256(str(directory), tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+
+
+def model_identity(path_or_name: str | Path) -> tuple[str, str | None]:
+    """What names a base model from any directory: a built-in name as is; a checkpoint directory by
+    its absolute path and its weights' sha256 (a path as typed only holds from where it was typed)."""
+    from .gguf import KNOWN_MODELS
+
+    if str(path_or_name) in KNOWN_MODELS:
+        return str(path_or_name), None
+    directory = resolve_model(path_or_name).resolve()
+    return str(directory), weights_sha256(directory)
 
 
 def load_model(

@@ -24,6 +24,8 @@ import torch
 from safetensors.torch import save_file
 
 from .checkpoint import resolve_model
+from ..hygiene.atomic import follow_umask
+from ..hygiene.identity import is_run_dir
 from ..embedder import Embedder
 from ..model import Decoder
 from ..pooling import save_pooler
@@ -91,8 +93,24 @@ def hf_config(base_dir: Path, model: Decoder) -> dict:
     return cfg
 
 
+def check_target(source: Path, target: Path) -> None:
+    """Refuse a target whose replacement (--overwrite) would delete the embedder exported, a run
+    directory, or a folder holding either: only an earlier export is ever replaced."""
+    src, out = source.resolve(), target.resolve()
+    where = ("is" if out == src else "holds" if out in src.parents else "is inside" if src in out.parents else None)
+    if where:
+        raise ValueError(f"--to {target} {where} the embedder exported ({source}): export to another folder")
+    run = next((d for d in (out, *out.parents) if is_run_dir(d)), None)
+    if run is not None:
+        raise ValueError(f"--to {target} is inside the run directory {run}: export to a folder outside it")
+    inner = next((Path(d) for d, _, _ in os.walk(out) if is_run_dir(Path(d))), None) if out.is_dir() else None
+    if inner is not None:
+        raise ValueError(f"--to {target} holds the run directory {inner}: export to another folder")
+
+
 def export(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, overwrite: bool = False, log=print) -> Path:
     run_dir, out_dir = Path(run_dir), Path(out_dir)
+    check_target(run_dir, out_dir)
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir} exists; pass --overwrite to replace it")
     embedder = Embedder.load(run_dir)  # fp32, LoRA merged into the base weights
@@ -105,6 +123,7 @@ def export(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, overwrite:
     try:
         _write_json(tmp / "config.json", hf_config(base_dir, embedder.model))
         save_file(decoder_state(embedder.model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        follow_umask(tmp / "model.safetensors")
         for name in TOKENIZER_FILES:
             if (base_dir / name).exists():
                 shutil.copyfile(base_dir / name, tmp / name)

@@ -35,6 +35,7 @@ import torch
 from safetensors.torch import save_file
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
+from ..hygiene.atomic import follow_umask
 from ..hygiene.textfile import file_sha256
 
 # Short names the rest of the package accepts in place of a checkpoint directory:
@@ -239,6 +240,7 @@ def convert_gguf(gguf_path: str | os.PathLike, out_dir: str | os.PathLike) -> Pa
     try:
         _write_json(tmp / "config.json", config)
         save_file(hf_state_dict(reader, config), str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        follow_umask(tmp / "model.safetensors")
         build_tokenizer(meta).save(str(tmp / "tokenizer.json"))
         _write_json(tmp / "tokenizer_config.json", tokenizer_config(meta))
         _write_json(tmp / "conversion.json", {

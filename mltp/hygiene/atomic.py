@@ -18,15 +18,21 @@ def _umask() -> int:
     return mask
 
 
+def follow_umask(path: str | os.PathLike) -> None:
+    """The permissions an ordinary new file gets (0666 less the umask): mkstemp and safetensors'
+    save_file make 0600 files, which another user of a shared run directory cannot read."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     """Call `write(tmp_path)` and move the result onto `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
     try:
         write(tmp)
+        follow_umask(tmp)  # after the write: a writer may replace the file it was given
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -56,6 +56,13 @@ def recorded_settings(run_dir: Path) -> tuple[str, Path, dict] | None:
 
 STATES = {"finished": "a finished run", "checkpoint": "an unfinished run", "started": "a started run"}
 
+# What only a run directory holds (mltp.train, mltp.cli.job): its history, checkpoints or record.
+RUN_MARKERS = ("train_history.jsonl", "checkpoints", "results.json")
+
+
+def is_run_dir(path: Path) -> bool:
+    return any((path / name).exists() for name in RUN_MARKERS)
+
 
 def check_run_dir(run_dir: Path, settings: dict) -> str | None:
     """How far the run in run_dir got (None: a fresh directory), if it was made with `settings`;

@@ -4,6 +4,10 @@ An interrupt that lands between `optimizer.step()` and the schedule's step would
 no checkpoint should hold, so the first Ctrl-C only asks the loop to stop at the next step
 boundary; a second one stops at once (and the last checkpoint written stays the one to resume).
 Outside the main thread Python delivers no signals, so there the loop runs without the handler.
+
+Outside the training loop (loading the model, preparing the data, evaluating) there is no step to
+finish: `terminate_as_interrupt` makes SIGTERM what Ctrl-C is there, a KeyboardInterrupt, so a run
+says how to resume whichever of the two stops it, at every phase.
 """
 from __future__ import annotations
 
@@ -44,3 +48,20 @@ def stop_at_step_boundary(log: Callable[[str], None]):
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+@contextmanager
+def terminate_as_interrupt():
+    """SIGTERM raises KeyboardInterrupt while inside (the training loop's own handler nests within)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
