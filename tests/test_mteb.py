@@ -3,7 +3,7 @@
 mteb's tasks download their data from the Hugging Face hub; here each task's `load_data` is
 replaced by the same texts eval/ reads from ../shared/data (the quick suite's seeded subsets), so
 both sides score the same model on the same items. A second, independent check of eval/'s STS
-scoring against MTEB's code, to the tolerance README.md states (four decimals).
+scoring against MTEB's code, to the tolerance eval/README.md states (four decimals).
 """
 import pytest
 import torch
@@ -19,7 +19,7 @@ from mltp.tokenizer import load_tokenizer
 mteb = pytest.importorskip("mteb", reason="the MTEB tests need the `mteb` extra")
 from datasets import Dataset, DatasetDict  # noqa: E402  (installed with mteb)
 
-TOLERANCE = 1e-4  # README.md: STSBenchmark agrees with MTEB to four decimals
+TOLERANCE = 1e-4  # eval/README.md: STSBenchmark agrees with MTEB to four decimals
 
 
 class Remembering:

@@ -30,7 +30,7 @@ from sentence_transformers import SentenceTransformer  # noqa: E402
 from test_export import lora_embedder  # noqa: E402
 
 TEMPLATE = "Instruct: {instruction}\nQuery: {text}"
-TOLERANCE = 1e-4  # README.md: scores agree with MTEB's evaluators to four decimals
+TOLERANCE = 1e-4  # README.md ("Use it elsewhere"): scores agree with MTEB's evaluators to four decimals
 # The tasks whose scores agree to 1e-4 on shared vectors. Not yet: STS15, where the two evaluators
 # rank near-tied cosines apart (3.5e-4 on the same vectors), and retrieval, whose query/document
 # encode calls the recorder does not yet catch; their prompts are checked above all the same.
