@@ -18,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))  # migr
 def parse(argv):
     return cli.parse(argv)[0]
 
-TINY_RUN = ["--steps", "3", "--batch-size", "4", "--max-length", "96", "--suite", "quick", "--device", "cpu",
-            "--tasks", "BIOSSES,ArguAna,Banking77,TwentyNewsgroups", "--latents", "4"]
+TINY_EVAL = ["--suite", "quick", "--device", "cpu", "--tasks", "BIOSSES,ArguAna,Banking77,TwentyNewsgroups"]
+TINY_RUN = ["--steps", "3", "--batch-size", "4", "--max-length", "96", "--latents", "4", *TINY_EVAL]
 
 
 @pytest.fixture
@@ -203,7 +203,7 @@ def test_pooler_probe_reports_attention_per_block_and_family(tiny, data_dir, tmp
     run.main(["--model", tiny, "--pool", "mltp", "--layers", "2,4,6", *TINY_RUN, "--out", str(out)])
     trained = json.loads((out / "results.json").read_text())
     probe = tmp_path / "probe"
-    run.main(["probe", "--model", tiny, "--pooler", str(out / "final"), *TINY_RUN, "--out", str(probe)])
+    run.main(["probe", "--model", tiny, "--pooler", str(out / "final"), *TINY_EVAL, "--out", str(probe)])
     record = json.loads((probe / "pooler_attention.json").read_text())
     assert record["layers"] == [2, 4, 6] and set(record["families"]) == {"sts", "retrieval", "classification", "clustering"}
     for shares in [*record["families"].values(), *(t["shares"] for t in record["tasks"].values())]:
@@ -216,7 +216,7 @@ def test_pooler_probe_reports_attention_per_block_and_family(tiny, data_dir, tmp
     assert (probe / "pooler_attention.svg").read_text().startswith("<svg")
     assert "most attended blocks" in (probe / "log.txt").read_text()
     with pytest.raises(SystemExit):
-        run.main(["probe", "--model", tiny, "--pooler", str(tmp_path), *TINY_RUN])
+        run.main(["probe", "--model", tiny, "--pooler", str(tmp_path), *TINY_EVAL])
     assert "no embedder.json there" in capsys.readouterr().err
 
 
